@@ -1,0 +1,3 @@
+"""The `mosei` TFDS builder."""
+
+from datasets.mosei.mosei import Mosei

@@ -1,0 +1,3 @@
+"""The `mosi` TFDS builder."""
+
+from datasets.mosi.mosi import Mosi

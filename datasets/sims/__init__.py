@@ -1,0 +1,3 @@
+"""The `sims` TFDS builder."""
+
+from datasets.sims.sims import Sims

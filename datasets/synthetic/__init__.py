@@ -1,0 +1,3 @@
+"""The `synthetic` TFDS builder and its MMSA-layout data generator."""
+
+from datasets.synthetic.synthetic import Synthetic
