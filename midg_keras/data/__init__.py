@@ -1,0 +1,1 @@
+"""Data: MMSA readers and validation, sources, and the tf.data pipeline."""

@@ -1,0 +1,1 @@
+"""Test utilities: generated files in the exact layouts of the real datasets."""
