@@ -1,0 +1,206 @@
+"""The experiment configuration: one dataclass, the single source of every flag.
+
+`train.py` turns each field into an absl flag (`midg_keras/flags.py`), so a flagfile,
+`config.json` in a workdir and the library all speak the same names. Library code takes a
+`Config` and never reads absl's global FLAGS.
+"""
+
+import dataclasses
+import json
+
+
+def _field(default, help_text, choices=None):
+    metadata = {"help": help_text}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class ConfigError(ValueError):
+    """A flag value no run can use; the message names the flag and the fix."""
+
+
+MODES = ("train", "evaluate", "inspect", "export", "tune")
+MODALITIES = ("t", "a", "v")
+
+
+@dataclasses.dataclass
+class Config:
+    """Every setting of a run; field metadata carries the flag help and choices."""
+
+    # What to run on.
+    mode: str = _field("train", "What to do.", MODES)
+    source: str = _field(
+        "synthetic/domain_a",
+        "Training data: comma-separated `<builder>/<config>` or `pickle:PATH[@mosi|mosei|sims]`.",
+    )
+    target: str = _field(
+        "",
+        "Test data (an unseen domain) in the same syntax; empty = the source's own test split.",
+    )
+    data_dir: str = _field("", "TFDS data_dir (default: TFDS' own, ~/tensorflow_datasets).")
+    manual_dir: str = _field("", "Folder holding the MMSA pickles for the mosi/mosei/sims builders.")
+    nan_to_num: bool = _field(False, "Map NaN/inf features to 0 (counted) instead of failing.")
+    harmonize: str = _field(
+        "none",
+        "Feature dims differing between source and target: `none` fails, `pad` zero-pads or "
+        "truncates target features to the source dims (lossy).",
+        ("none", "pad"),
+    )
+    modalities: str = _field("t,a,v", "Comma-separated non-empty subset of t,a,v.")
+
+    # Model (SPEC §3).
+    model: str = _field("midg", "`midg` or the `erm` late-fusion baseline.", ("midg", "erm"))
+    baselines: str = _field(
+        "", "Comma-separated models (e.g. `erm`) also trained on the same data and seeds and "
+        "reported beside --model."
+    )
+    hidden_dim: int = _field(128, "Width d of every representation.")
+    encoder_layers: int = _field(1, "Transformer blocks per modality encoder.")
+    num_heads: int = _field(4, "Attention heads (encoders and CM-Adapter).")
+    av_stride: str = _field(
+        "auto",
+        "Audio/vision projection stride: `auto` = smallest stride leaving <= max_frames frames, "
+        "or an integer.",
+    )
+    max_frames: int = _field(128, "Frame budget per audio/vision sequence for av_stride=auto.")
+    dropout: float = _field(0.1, "Dropout rate everywhere.")
+    num_experts: int = _field(4, "MoIE experts K.")
+    router_top_k: int = _field(0, "0 = dense mixture; k > 0 = top-k routing + load-balance loss.")
+    router_aux_weight: float = _field(0.01, "Weight of the router load-balance loss.")
+    decouple: str = _field(
+        "kl_recon_club", "Decoupling loss L_DIS.", ("kl_recon", "club", "kl_recon_club")
+    )
+    club_weight: float = _field(1.0, "Weight of the CLUB mutual-information bound in L_DIS.")
+    use_moie: bool = _field(True, "Ablation: MoIE (off = concat + MLP fusion).")
+    use_cm_adapter: bool = _field(True, "Ablation: CM-Adapter (off = pooled concat + MLP).")
+    use_decoupling: bool = _field(True, "Ablation: decoupling (off = A_im = A_om = A_m).")
+    alpha: float = _field(1.0, "Weight of L_in (Eq. 7).")
+    beta: float = _field(1.0, "Weight of L_out (Eq. 7).")
+    gamma: float = _field(0.1, "Weight of L_DIS.")
+    adv_weight: float = _field(0.1, "Weight of the domain BCE inside L_in (Eq. 4).")
+    grl_max: float = _field(1.0, "Maximum gradient-reversal strength lambda.")
+    grl_schedule: str = _field("dann", "Lambda schedule.", ("dann", "constant"))
+    reg_loss: str = _field("mse", "Regression loss.", ("mse", "l1"))
+    inference_path: str = _field(
+        "out", "Prediction used for evaluation and serving (paper §4.3: out).", ("out", "blend", "in")
+    )
+    domain_labels: str = _field(
+        "stream",
+        "Discriminator target: `stream` (in-domain vs simulated out-of-domain) or `source` "
+        "(which source dataset; needs several sources).",
+        ("stream", "source"),
+    )
+
+    # Training (SPEC §4).
+    epochs: int = _field(30, "Maximum epochs.")
+    batch_size: int = _field(32, "Batch size.")
+    learning_rate: float = _field(1e-3, "AdamW learning rate.")
+    weight_decay: float = _field(1e-4, "AdamW weight decay.")
+    clipnorm: float = _field(1.0, "Gradient clipping by global norm (0 = off).")
+    patience: int = _field(8, "Early stopping on source validation loss (0 = off).")
+    seed: int = _field(1111, "Random seed (used when --seeds is empty).")
+    seeds: str = _field("", "Comma-separated seeds; results are mean ± std over them.")
+    deterministic: bool = _field(False, "TF op determinism (bit-identical reruns, slower).")
+    mixed_precision: str = _field(
+        "auto",
+        "`auto` = mixed_float16 on GPU, float32 on CPU.",
+        ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+    )
+    distribute: str = _field("none", "tf.distribute strategy.", ("none", "mirrored", "multiworker"))
+    shuffle_buffer: int = _field(20000, "Shuffle buffer (examples).")
+    steps_per_epoch: int = _field(0, "Cap on steps per epoch (0 = the whole split).")
+    verbose: int = _field(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line/epoch.")
+
+    # Outputs.
+    workdir: str = _field("runs/default", "Where every output of the run goes.")
+    export_dir: str = _field("", "SavedModel export root (`<export_dir>/<version>/`).")
+    export_version: int = _field(0, "SavedModel version (0 = next free one).")
+
+    # Tuning (SPEC §7).
+    tuner: str = _field("random", "keras-tuner algorithm.", ("random", "bayesian", "hyperband"))
+    max_trials: int = _field(10, "Tuner trials.")
+    executions_per_trial: int = _field(1, "Fits per trial (averaged).")
+    search_space: str = _field(
+        "",
+        "Semicolon-separated `name=choice:v1|v2` / `name=float:lo:hi[:log]` / `name=int:lo:hi`.",
+    )
+
+    def modality_list(self):
+        return [m.strip() for m in self.modalities.split(",") if m.strip()]
+
+    def model_list(self):
+        """--model first, then each --baselines entry not equal to it."""
+        names = [self.model]
+        for name in self.baselines.split(","):
+            if name.strip() and name.strip() not in names:
+                names.append(name.strip())
+        return names
+
+    def seed_list(self):
+        if self.seeds.strip():
+            return [int(s) for s in self.seeds.split(",") if s.strip()]
+        return [self.seed]
+
+    def validate(self):
+        """Raises ConfigError with a one-line message for values no run can use."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"--{f.name}={value!r}: choose one of {', '.join(choices)}.")
+        modalities = self.modality_list()
+        if not modalities or any(m not in MODALITIES for m in modalities) or len(
+            set(modalities)
+        ) != len(modalities):
+            raise ConfigError(
+                f"--modalities={self.modalities!r}: give a non-empty subset of t,a,v, e.g. t,a,v or t."
+            )
+        if self.av_stride != "auto":
+            try:
+                stride = int(self.av_stride)
+            except ValueError:
+                stride = 0
+            if stride < 1:
+                raise ConfigError(f"--av_stride={self.av_stride!r}: use `auto` or an integer >= 1.")
+        positive = ("hidden_dim", "num_heads", "max_frames", "num_experts", "epochs", "batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 1.")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(
+                f"--hidden_dim={self.hidden_dim} must be divisible by --num_heads={self.num_heads}."
+            )
+        if not 0 <= self.router_top_k <= self.num_experts:
+            raise ConfigError(
+                f"--router_top_k={self.router_top_k}: must be in [0, --num_experts={self.num_experts}]."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1).")
+        if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
+            raise ConfigError("--alpha and --beta must be >= 0 and not both 0.")
+        unknown = [m for m in self.model_list() if m not in ("midg", "erm")]
+        if unknown:
+            raise ConfigError(f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use midg or erm.")
+        try:
+            self.seed_list()
+        except ValueError:
+            raise ConfigError(f"--seeds={self.seeds!r}: give comma-separated integers.") from None
+        if self.domain_labels == "source" and len(self.source.split(",")) < 2:
+            raise ConfigError("--domain_labels=source needs several comma-separated --source datasets.")
+        return self
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, **overrides) -> "Config":
+        values = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in names}
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+

@@ -1,0 +1,183 @@
+"""tf.data pipeline: sources -> padded, masked, label-scaled batches for the model.
+
+Batches are `(inputs, label)` where `inputs` holds, for each used modality `m` in
+`text|audio|vision`, `m` (B, T, D) float32 zero-padded to the batch's longest sequence and
+`m_mask` (B, T) bool, plus `source_index` (B,) int32 (which source dataset, for
+`--domain_labels=source`). `label` is on the common scale (native / family max, SPEC §2.4).
+"""
+
+import dataclasses
+import math
+from typing import Dict, List
+
+import tensorflow as tf
+
+from midg_keras.config import Config
+from midg_keras.data.errors import DataError
+from midg_keras.data.sources import MODALITY_KEYS, Source, load_source
+
+# Examples of TFDS sources smaller than this are cached in memory after the first epoch.
+CACHE_BYTES = 2 << 30
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """Everything a run reads: batched splits plus the facts the model is built from.
+
+    Attributes:
+        sources: the training sources (model selection uses their validation splits only).
+        target: the dataset whose test split is reported (a source itself when in-domain).
+        modalities: used modality keys, in `text, audio, vision` order.
+        dims: modality key -> feature dim the model takes (the first source's dims).
+        strides: modality key -> projection stride of its encoder (SPEC §3.1).
+        train, validation: batched `(inputs, label)` source splits.
+        test: the target's test split as `(inputs, label, id)` batches.
+    """
+
+    sources: List[Source]
+    target: Source
+    modalities: List[str]
+    dims: Dict[str, int]
+    strides: Dict[str, int]
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+
+
+def prepare_data(config: Config) -> PreparedData:
+    """Opens the configured sources/target, checks them against each other, batches them."""
+    modalities = [MODALITY_KEYS[m] for m in config.modality_list()]
+    modalities = [key for key in MODALITY_KEYS.values() if key in modalities]
+    open_source = lambda spec: load_source(  # noqa: E731
+        spec, data_dir=config.data_dir, manual_dir=config.manual_dir, nan_to_num=config.nan_to_num
+    )
+    sources = [open_source(spec) for spec in config.source.split(",") if spec.strip()]
+    target = open_source(config.target) if config.target.strip() else sources[0]
+    dims = {key: sources[0].dims[key] for key in modalities}
+    for other in sources[1:] + ([target] if target is not sources[0] else []):
+        check_dims(sources[0], other, modalities, config.harmonize)
+    strides = resolve_strides(config, sources, modalities)
+
+    def examples(split, chosen, with_ids=False):
+        return _concatenate(
+            [
+                model_examples(
+                    source.splits[split],
+                    modalities=modalities,
+                    dims=dims,
+                    label_scale=source.label_scale,
+                    source_index=index,
+                    cache=_cacheable(source, split),
+                    with_ids=with_ids,
+                )
+                for index, source in chosen
+            ]
+        )
+
+    indexed_sources = list(enumerate(sources))
+    train = batch(
+        examples("train", indexed_sources),
+        config.batch_size,
+        shuffle_buffer=config.shuffle_buffer,
+        seed=config.seed,
+    )
+    validation = batch(examples("validation", indexed_sources), config.batch_size)
+    test = batch(examples("test", [(0, target)], with_ids=True), config.batch_size)
+    return PreparedData(
+        sources=sources,
+        target=target,
+        modalities=modalities,
+        dims=dims,
+        strides=strides,
+        train=train,
+        validation=validation,
+        test=test,
+    )
+
+
+def model_examples(
+    examples, *, modalities, dims, label_scale, source_index=0, cache=False, with_ids=False
+):
+    """Maps contract examples to unbatched `(inputs, label[, id])` model examples.
+
+    Args:
+        examples: dataset of example dicts (the shared data contract).
+        modalities: modality keys to keep.
+        dims: modality key -> feature dim the model takes; other dims are zero-padded or
+            truncated to it (only reached with `--harmonize=pad`, checked by `check_dims`).
+        label_scale: native labels are divided by this.
+        source_index: value of `inputs["source_index"]`.
+        cache: cache the mapped examples in memory.
+        with_ids: also yield the example ids (for prediction files).
+    """
+
+    def to_model_example(example):
+        inputs = {}
+        for key in modalities:
+            features = _fit_last_dim(example[key], dims[key])
+            inputs[key] = features
+            inputs[f"{key}_mask"] = tf.ones([tf.shape(features)[0]], tf.bool)
+        inputs["source_index"] = tf.constant(source_index, tf.int32)
+        label = example["label"] / label_scale
+        return (inputs, label, example["id"]) if with_ids else (inputs, label)
+
+    dataset = examples.map(to_model_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.cache() if cache else dataset
+
+
+def batch(examples, batch_size, *, shuffle_buffer=0, seed=None):
+    """Shuffles (when `shuffle_buffer` > 0) and pads to the longest sequence of each batch."""
+    if shuffle_buffer:
+        examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return examples.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _fit_last_dim(features, dim):
+    """Zero-pads or truncates the feature axis to `dim` (a no-op when it already fits)."""
+    if features.shape[-1] == dim:
+        return features
+    features = features[:, :dim]
+    return tf.pad(features, [[0, 0], [0, dim - tf.shape(features)[-1]]])
+
+
+def check_dims(reference: Source, other: Source, modalities, harmonize: str):
+    """Feature dims of two datasets must agree unless `--harmonize=pad` (SPEC §2.4)."""
+    for key in modalities:
+        if reference.dims[key] != other.dims[key] and harmonize != "pad":
+            raise DataError(
+                f"{key} features have dim {reference.dims[key]} in {reference.name} but "
+                f"{other.dims[key]} in {other.name}",
+                key=key,
+                fix="supply features from a common extractor (e.g. MMSA-FET), or pass "
+                "--harmonize=pad (zero-pad/truncate to the source dim; lossy), or leave this "
+                "modality out with --modalities",
+            )
+
+
+def resolve_strides(config: Config, sources, modalities) -> Dict[str, int]:
+    """Per-modality projection stride: text 1; audio/vision `auto` or forced (SPEC §3.1)."""
+    strides = {}
+    for key in modalities:
+        if key == "text":
+            strides[key] = 1
+        elif config.av_stride == "auto":
+            longest = max(source.max_lengths[key] for source in sources)
+            strides[key] = max(1, math.ceil(longest / config.max_frames))
+        else:
+            strides[key] = int(config.av_stride)
+    return strides
+
+
+def _cacheable(source: Source, split: str) -> bool:
+    """Pickle sources are already in memory: caching them would hold a second copy."""
+    if source.name.startswith("pickle:"):
+        return False
+    bytes_per_example = 4 * sum(source.max_lengths[k] * source.dims[k] for k in source.dims)
+    return bytes_per_example * source.num_examples[split] < CACHE_BYTES
+
+
+def _concatenate(datasets):
+    result = datasets[0]
+    for dataset in datasets[1:]:
+        result = result.concatenate(dataset)
+    return result

@@ -1,0 +1,64 @@
+"""Callbacks of a MIDG run: the gradient-reversal schedule and a loud stop on NaN."""
+
+import math
+
+import keras
+import numpy as np
+
+
+class GradientReversalSchedule(keras.callbacks.Callback):
+    """Sets the gradient-reversal strength λ before every training batch.
+
+    `dann`: λ_p = max_lambda · (2 / (1 + exp(-10 p)) - 1) with p the training progress in
+    [0, 1] (Ganin & Lempitsky 2015), so the adversary starts weak while the features are
+    still noise; `constant`: λ = max_lambda throughout.
+
+    Args:
+        gradient_reversal: the model's `GradientReversal` layer.
+        steps_per_epoch: training steps per epoch.
+        epochs: planned epochs.
+        max_lambda: `--grl_max`.
+        schedule: `dann` or `constant`.
+    """
+
+    def __init__(self, gradient_reversal, steps_per_epoch, epochs, max_lambda=1.0, schedule="dann"):
+        super().__init__()
+        self.gradient_reversal = gradient_reversal
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self.total_steps = self.steps_per_epoch * max(1, int(epochs))
+        self.max_lambda = float(max_lambda)
+        self.schedule = schedule
+        self.epoch = 0
+
+    def strength(self, step):
+        if self.schedule == "constant":
+            return self.max_lambda
+        progress = min(1.0, step / self.total_steps)
+        return self.max_lambda * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.steps_per_epoch + batch
+        self.gradient_reversal.grl_lambda.assign(self.strength(step))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN/inf loss with a message saying what to try."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"training loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}: "
+                "lower --learning_rate, keep --clipnorm > 0, check the data with --mode=inspect, "
+                "or use --mixed_precision=float32."
+            )

@@ -1,0 +1,166 @@
+"""Training and evaluation runs: build, fit with source-only model selection, score, write.
+
+One run = one model on one seed in one workdir. It writes `config.json`, `history.csv`,
+TensorBoard logs, the best `model.keras` (lowest source-validation `prediction_loss`),
+`metrics.json` = {"valid": ..., "test": ...} with MMSA's keys, and
+`predictions/test.csv` (`id,label,prediction` on the target's native scale).
+The target test split is only ever scored, never used to select anything.
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+
+from midg_keras import metrics as midg_metrics
+from midg_keras.config import Config
+from midg_keras.data.pipeline import PreparedData
+from midg_keras.models import MIDG, LateFusionBaseline
+from midg_keras.training import report
+from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
+
+MODEL_FILE = "model.keras"
+SELECTION_METRIC = "val_prediction_loss"
+
+
+class TrainingError(RuntimeError):
+    """Training produced something unusable (diverged, collapsed); the message says what."""
+
+
+def build_model(config: Config, data: PreparedData, model_name=None):
+    """The configured model (`--model`, or `model_name`) for the prepared data."""
+    common = dict(
+        input_dims=data.dims,
+        strides=data.strides,
+        hidden_dim=config.hidden_dim,
+        encoder_layers=config.encoder_layers,
+        num_heads=config.num_heads,
+        dropout=config.dropout,
+        reg_loss=config.reg_loss,
+    )
+    if (model_name or config.model) == "erm":
+        return LateFusionBaseline(**common, name="erm")
+    return MIDG(
+        **common,
+        num_experts=config.num_experts,
+        router_top_k=config.router_top_k,
+        router_aux_weight=config.router_aux_weight,
+        decouple=config.decouple,
+        club_weight=config.club_weight,
+        use_moie=config.use_moie,
+        use_cm_adapter=config.use_cm_adapter,
+        use_decoupling=config.use_decoupling,
+        alpha=config.alpha,
+        beta=config.beta,
+        gamma=config.gamma,
+        adv_weight=config.adv_weight,
+        inference_path=config.inference_path,
+        num_domains=len(data.sources) if config.domain_labels == "source" else 2,
+        name="midg",
+    )
+
+
+def make_optimizer(config: Config):
+    return keras.optimizers.AdamW(
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        clipnorm=config.clipnorm or None,
+    )
+
+
+def steps_per_epoch(config: Config, data: PreparedData) -> int:
+    examples = sum(source.num_examples["train"] for source in data.sources)
+    steps = math.ceil(examples / config.batch_size)
+    return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
+
+
+def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> dict:
+    """Fits one model with seed `config.seed`; returns {"valid": ..., "test": ...} metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.replace(model=model_name or config.model).to_json())
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, data, model_name)
+    model.compile(optimizer=make_optimizer(config))
+    steps = steps_per_epoch(config, data)
+    train_data = data.train.repeat() if config.steps_per_epoch else data.train
+    callbacks = [
+        StopOnNonFiniteLoss(),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(workdir, MODEL_FILE), monitor=SELECTION_METRIC, save_best_only=True
+        ),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv")),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+    ]
+    if isinstance(model, MIDG):
+        callbacks.append(
+            GradientReversalSchedule(
+                model.gradient_reversal,
+                steps_per_epoch=steps,
+                epochs=config.epochs,
+                max_lambda=config.grl_max,
+                schedule=config.grl_schedule,
+            )
+        )
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=SELECTION_METRIC, patience=config.patience)
+        )
+    model.fit(
+        train_data,
+        validation_data=data.validation,
+        epochs=config.epochs,
+        steps_per_epoch=steps if config.steps_per_epoch else None,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    best = keras.saving.load_model(os.path.join(workdir, MODEL_FILE))
+    return evaluate(best, data, workdir)
+
+
+def evaluate(model, data: PreparedData, workdir: str) -> dict:
+    """Scores the source validation and target test splits; writes metrics and predictions."""
+    source = data.sources[0]
+    results = {}
+    for split_name, dataset, family, scale in (
+        ("valid", data.validation, source.family, source.label_scale),
+        ("test", data.test, data.target.family, data.target.label_scale),
+    ):
+        ids, labels, predictions = predict(model, dataset)
+        labels, predictions = labels * scale, predictions * scale
+        reason = midg_metrics.degenerate_reason(predictions)
+        if reason:
+            raise TrainingError(
+                f"{split_name} predictions of {workdir} are unusable: {reason}."
+            )
+        results[split_name] = midg_metrics.metrics_for_family(family)(predictions, labels)
+        if split_name == "test":
+            report.write_predictions_csv(
+                os.path.join(workdir, "predictions", "test.csv"), ids, labels, predictions
+            )
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def predict(model, dataset):
+    """(ids, labels, predictions) over a batched dataset, in its order, common scale."""
+    ids, labels, predictions = [], [], []
+    for batch in dataset:
+        inputs, label = batch[0], batch[1]
+        predictions.append(np.asarray(model(inputs, training=False)["prediction"]))
+        labels.append(np.asarray(label))
+        if len(batch) > 2:
+            ids.extend(v.decode() for v in np.asarray(batch[2]))
+    return ids, np.concatenate(labels), np.concatenate(predictions)
+
+
+def evaluate_workdir(config: Config, data: PreparedData, workdir: str) -> dict:
+    """Reloads `workdir/model.keras` and recomputes (and rewrites) its metrics."""
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: train first (--mode=train --workdir={workdir}).")
+    return evaluate(keras.saving.load_model(path), data, workdir)
