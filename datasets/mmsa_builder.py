@@ -119,7 +119,7 @@ def _describe_config(config):
       f"{modality} ({config.padded_lengths[modality]}, {config.dims[modality]})"
       for modality in MODALITIES
   )
-  return f"MMSA {config.mmsa_path}: {shapes}."
+  return f"MMSA {config.mmsa_path}: {shapes}"
 
 
 def manual_instructions(dataset_title, configs):
@@ -191,16 +191,16 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     config = self.builder_config
     fix = (
         f"download MMSA's {config.mmsa_path} (links in the {MMSA_HOMEPAGE} README) and "
-        f"save it as <manual_dir>/{config.file_name}; see "
+        f"save it as <manual_dir>/{config.file_name}, where <manual_dir> is "
+        "DownloadConfig(manual_dir=...) or <data_dir>/downloads/manual; see "
         f"{type(self).__name__}.MANUAL_DOWNLOAD_INSTRUCTIONS"
     )
     try:
       manual_dir = epath.Path(dl_manager.manual_dir)
     except AssertionError as error:  # tfds: the manual dir is missing or empty.
+      reason = str(error).split(". ")[0]  # "Manual directory X does not exist or is empty"
       raise DataError(
-          f"{self.name}/{config.name} needs {config.file_name} in the manual dir: "
-          f"{str(error).splitlines()[0]}",
-          fix=fix,
+          f"{self.name}/{config.name} needs {config.file_name}: {reason}", fix=fix
       ) from None
     path = manual_dir / config.file_name
     if not path.exists():

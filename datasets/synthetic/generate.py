@@ -16,6 +16,8 @@ can be written as a pickle and read back through the real loader.
 """
 
 import dataclasses
+import os
+import tempfile
 
 import numpy as np
 
@@ -278,3 +280,23 @@ def generate_domain(name, seed=DEFAULT_SEED, sizes=None):
     data[split] = _split(rng, spec, directions, offsets, sizes[split], first_video)
     first_video += -(-sizes[split] // CLIPS_PER_VIDEO)
   return data
+
+
+def write_domain_pickle(path, name, seed=DEFAULT_SEED, sizes=None):
+  """Writes one domain as an MMSA feature pickle (readable by `load_mmsa_pickle`)."""
+  from midg_keras.testing.fake_mmsa import write_pickle
+
+  return write_pickle(generate_domain(name, seed=seed, sizes=sizes), path)
+
+
+def generate_splits(name, seed=DEFAULT_SEED, sizes=None):
+  """One domain read back through the MMSA loader, as the real datasets are.
+
+  Returns:
+    {"train", "validation", "test"} -> `SplitArrays` (validated, -inf counted).
+  """
+  from midg_keras.data.mmsa import load_mmsa_pickle
+
+  with tempfile.TemporaryDirectory(prefix="midg_synthetic_") as tmp:
+    path = write_domain_pickle(os.path.join(tmp, f"{name}.pkl"), name, seed=seed, sizes=sizes)
+    return load_mmsa_pickle(path, family="mosi")

@@ -58,10 +58,8 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
-    from midg_keras.data.mmsa import mmsa_splits  # Only needed when building.
-
-    raw = generate.generate_domain(self.builder_config.name, seed=self.builder_config.seed)
-    splits = mmsa_splits(raw, family="mosi", source=f"synthetic/{self.builder_config.name}")
+    config = self.builder_config
+    splits = generate.generate_splits(config.name, seed=config.seed)
     return mmsa_builder.split_generators(self, splits)
 
   def _generate_examples(self, split_arrays):
