@@ -1,0 +1,1 @@
+"""Training loop pieces: fitting, evaluation and run reports (`report`)."""

@@ -1,0 +1,193 @@
+"""Run reports: seed aggregation, paper-layout Markdown tables, per-sample predictions.
+
+Seeds are aggregated as MMSA's `run.py` does (`MMSA_run`): the per-seed metrics (already
+rounded to 4 decimals by the metric functions) are averaged with `np.mean` and spread with
+`np.std`, i.e. the population std (ddof=0). MMSA then stores `round(x * 100, 2)` for every
+key; we keep the raw mean/std and only format when printing, in the paper's units:
+accuracies and F1 in percent with 2 decimals, MAE with 4 and Corr with 3 decimals.
+"""
+
+import collections
+import csv
+import math
+import os
+
+import numpy as np
+
+from midg_keras import metrics as metrics_lib
+
+_PREDICTIONS_HEADER = ("id", "label", "prediction")
+
+Predictions = collections.namedtuple("Predictions", ["ids", "labels", "predictions"])
+
+
+def aggregate_seeds(results):
+    """Mean and population std (ddof=0, as MMSA) of each metric over seeds.
+
+    Args:
+        results: one metrics dict per seed, all with the same keys.
+
+    Returns:
+        {key: (mean, std)} as Python floats, keys in the first dict's order.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("aggregate_seeds needs the metrics of at least one seed.")
+    keys = list(results[0])
+    for seed_index, result in enumerate(results[1:], start=1):
+        if set(result) != set(keys):
+            raise ValueError(
+                f"Seed #{seed_index} has metric keys {sorted(result)} but seed #0 has "
+                f"{sorted(keys)}: aggregate results of one metric family only."
+            )
+    aggregated = {}
+    for key in keys:
+        values = np.asarray([result[key] for result in results], dtype=np.float64)
+        aggregated[key] = (float(np.mean(values)), float(np.std(values)))
+    return aggregated
+
+
+def _format_number(value, key):
+    if math.isnan(value):
+        return "nan"
+    if key == "MAE":
+        return f"{value:.4f}"
+    if key == "Corr":
+        return f"{value:.3f}"
+    return f"{value * 100:.2f}"  # accuracies and F1 scores, in percent like the paper
+
+
+def _format_cell(mean_std, key, several_seeds):
+    mean, std = mean_std
+    if not several_seeds or math.isnan(mean):
+        return _format_number(mean, key)
+    return f"{_format_number(mean, key)} ± {_format_number(std, key)}"
+
+
+def _caption(family, source, target, seeds, num_seeds):
+    if target and target != source:
+        task = f"{source} → {target} (domain generalization: trained on source, tested on target)"
+    else:
+        task = f"{source} (in-domain)"
+    if seeds:
+        seed_text = f"seeds {', '.join(str(s) for s in seeds)}"
+    else:
+        seed_text = f"{num_seeds} seed{'s' if num_seeds != 1 else ''}"
+    if num_seeds > 1:
+        seed_text += ": mean ± std (population std, ddof=0, as MMSA)"
+    columns = metrics_lib.HEADLINE_KEYS[family]
+    return (
+        f"Table: {task}; {family.upper()}-family metrics, ACC = {columns['ACC']}, "
+        f"F1 = {columns['F1']} (percent); {seed_text}."
+    )
+
+
+def results_markdown(rows, family, *, source, target="", seeds=None, full=False):
+    """A Markdown results table in the layout of the paper's Tables 1 and 3.
+
+    Args:
+        rows: {model name: metrics dict or list of per-seed metrics dicts}, one table row
+            per model in the mapping's order (e.g. {"MIDG": [...], "ERM": [...]}).
+        family: label family of the data the metrics were computed on (the target's):
+            "mosi", "mosei" or "sims".
+        source: the training data, as given to --source.
+        target: the test data, as given to --target; empty or equal to source = in-domain.
+        seeds: the seeds behind each row; every row must have one result per seed.
+        full: all MMSA keys as columns instead of the paper's ACC, F1, MAE, Corr.
+
+    Returns:
+        the caption line, a blank line and the table, ending with a newline.
+
+    Example:
+        results_markdown({"MIDG": [seed1, seed2], "ERM": [seed1, seed2]}, "mosei",
+                         source="mosi/unaligned_50", target="mosei/unaligned_50",
+                         seeds=[1111, 1112]) gives
+
+        Table: mosi/unaligned_50 → mosei/unaligned_50 (domain generalization: ...); ...
+
+        | Model | ACC | F1 | MAE | Corr |
+        |---|---:|---:|---:|---:|
+        | MIDG | 83.97 ± 0.41 | 83.95 ± 0.38 | 0.6869 ± 0.0102 | 0.512 ± 0.008 |
+        | ERM | ... |
+    """
+    if not rows:
+        raise ValueError("results_markdown needs at least one row.")
+    if full:
+        columns = {key: key for key in metrics_lib.metric_keys(family)}
+    else:
+        columns = metrics_lib.HEADLINE_KEYS[family]
+    per_model = {}
+    for name, results in rows.items():
+        results = [results] if isinstance(results, dict) else list(results)
+        if seeds and len(results) != len(seeds):
+            raise ValueError(
+                f"Row {name!r} has {len(results)} result(s) but {len(seeds)} seeds were given."
+            )
+        missing = [key for key in columns.values() if key not in results[0]]
+        if missing:
+            raise ValueError(
+                f"Row {name!r} lacks {missing}: its metrics are not of the {family!r} family."
+            )
+        per_model[name] = (aggregate_seeds(results), len(results))
+    num_seeds = max(count for _, count in per_model.values())
+    lines = [
+        _caption(family, source, target, seeds, num_seeds),
+        "",
+        "| Model | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, (aggregated, count) in per_model.items():
+        cells = [_format_cell(aggregated[key], key, count > 1) for key in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _as_float_vector(values):
+    array = np.asarray(values).reshape(-1)
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+    return array
+
+
+def write_predictions_csv(path, ids, labels, predictions):
+    """Writes `id,label,prediction`, one row per sample, floats in shortest exact form.
+
+    Values keep their dtype's shortest round-trip text (float32 stays float32-exact).
+    The parent folder is created when missing.
+    """
+    ids = [str(i.decode() if isinstance(i, bytes) else i) for i in ids]
+    labels = _as_float_vector(labels)
+    predictions = _as_float_vector(predictions)
+    if not len(ids) == labels.size == predictions.size:
+        raise ValueError(
+            f"write_predictions_csv({path!r}): {len(ids)} ids, {labels.size} labels and "
+            f"{predictions.size} predictions; give one of each per sample."
+        )
+    parent = os.path.dirname(os.fspath(path))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_PREDICTIONS_HEADER)
+        for sample_id, label, prediction in zip(ids, labels, predictions):
+            writer.writerow((sample_id, str(label), str(prediction)))
+
+
+def read_predictions_csv(path, dtype=np.float32):
+    """Reads a file written by `write_predictions_csv` into `Predictions(ids, labels, predictions)`."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if tuple(header or ()) != _PREDICTIONS_HEADER:
+            raise ValueError(
+                f"{path}: header is {header}, expected {','.join(_PREDICTIONS_HEADER)}: "
+                "not a predictions file written by write_predictions_csv."
+            )
+        ids, labels, predictions = [], [], []
+        for line_number, row in enumerate(reader, start=2):
+            if len(row) != 3:
+                raise ValueError(f"{path}: line {line_number} has {len(row)} fields, expected 3.")
+            ids.append(row[0])
+            labels.append(float(row[1]))
+            predictions.append(float(row[2]))
+    return Predictions(ids, np.asarray(labels, dtype=dtype), np.asarray(predictions, dtype=dtype))
