@@ -119,36 +119,65 @@ def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> Dict[str, SplitAr
         >>> next(splits["train"].examples())["audio"].shape  # (audio_length, 5)
     """
     path = os.fspath(path)
-    if family not in FAMILY_BOUND:
+    _check_family(family, path)
+    return mmsa_splits(_read_pickle(path), family=family, nan_to_num=nan_to_num, source=path)
+
+
+def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> Dict[str, SplitArrays]:
+    """Validates an MMSA dict already in memory (what `pickle.load` gives for a file).
+
+    Checks and returns exactly what `load_mmsa_pickle` does. Arrays are used in place,
+    not copied: `-inf` audio values (and with `nan_to_num` NaN/inf) are zeroed in `data`.
+
+    Args:
+        data: `{"train", "valid", "test"}` -> dict of arrays in MMSA layout.
+        family: `mosi`, `mosei` or `sims`.
+        nan_to_num: set NaN and inf feature values to 0 instead of raising.
+        source: names the data's origin (a path) in error messages.
+
+    Returns:
+        `{"train", "validation", "test"}` -> `SplitArrays`.
+    """
+    _check_family(family, source)
+    if not isinstance(data, dict):
         raise DataError(
-            f"unknown label family {family!r}",
-            file=path,
-            fix="use family 'mosi', 'mosei' or 'sims' (`@mosi`, `@mosei`, `@sims`)",
+            f"holds a {type(data).__name__}, expected a dict with splits "
+            "'train', 'valid', 'test'",
+            file=source,
+            fix="pass an MMSA feature file (e.g. unaligned_50.pkl)",
         )
-    data = _read_pickle(path)
     splits = {}
     reference_dims = None
     for file_split, split in FILE_SPLITS.items():
-        raw = _find_split(data, file_split, path)
-        reader = _SplitReader(path, file_split, raw, family, nan_to_num)
+        raw = _find_split(data, file_split, source)
+        reader = _SplitReader(source, file_split, raw, family, nan_to_num)
         splits[split] = reader.read(reference_dims)
         if reference_dims is None:
             reference_dims = (file_split, reader.dims)
         if splits[split].fixed_neg_inf:
             _logger.info(
                 "%s: split %r: set %d -inf audio values to 0",
-                path,
+                source,
                 file_split,
                 splits[split].fixed_neg_inf,
             )
         if splits[split].fixed_non_finite:
             _logger.warning(
                 "%s: split %r: set %d NaN/inf feature values to 0 (nan_to_num)",
-                path,
+                source,
                 file_split,
                 splits[split].fixed_non_finite,
             )
     return splits
+
+
+def _check_family(family, source):
+    if family not in FAMILY_BOUND:
+        raise DataError(
+            f"unknown label family {family!r}",
+            file=source,
+            fix="use family 'mosi', 'mosei' or 'sims' (`@mosi`, `@mosei`, `@sims`)",
+        )
 
 
 def _read_pickle(path):
@@ -185,13 +214,6 @@ def _read_pickle(path):
             file=path,
             fix="download or copy the file again and compare its size and sha256 with the source",
         ) from None
-    if not isinstance(data, dict):
-        raise DataError(
-            f"unpickles to a {type(data).__name__}, expected a dict with splits "
-            "'train', 'valid', 'test'",
-            file=path,
-            fix="pass an MMSA feature file (e.g. unaligned_50.pkl)",
-        )
     return data
 
 
@@ -286,7 +308,7 @@ class _SplitReader:
         missing = [key for key in required if key not in self.raw]
         if not missing:
             return
-        fix = "write the split in MMSA layout (MMSA-FET does)"
+        fix = f"write the split in MMSA layout with keys {', '.join(required)} (as MMSA-FET does)"
         if missing[0] in UNIMODAL_KEYS:
             fix = (
                 "SIMS files carry unimodal labels regression_labels_T/A/V; if this is not "
@@ -423,7 +445,10 @@ class _SplitReader:
             if self.family == "sims":
                 fix = "if this is a MOSI/MOSEI file, name its family with `@mosi` or `@mosei`"
             else:
-                fix = "check the file: SIMS files use `@sims` ([-1, 1]); correct the label"
+                fix = (
+                    "correct the label; MOSI/MOSEI labels lie in [-3, 3], SIMS labels in "
+                    "[-1, 1] (name a SIMS file's family with `@sims`)"
+                )
             raise self.error(
                 f"label {float(label[i]):g} is outside [-{bound:g}, {bound:g}], the range "
                 f"of the assumed family {self.family!r}",
@@ -539,8 +564,9 @@ class _SplitReader:
                     )
                     if found
                 ]
+                count = sample_values.size
                 raise self.error(
-                    f"contains {' and '.join(kinds)} ({sample_values.size} values)",
+                    f"contains {' and '.join(kinds)} ({count} value{'s' * (count > 1)})",
                     key=key,
                     sample=start + j,
                     fix=_NAN_FIX,
