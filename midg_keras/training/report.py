@@ -174,7 +174,7 @@ def write_predictions_csv(path, ids, labels, predictions):
 
 
 def read_predictions_csv(path, dtype=np.float32):
-    """Reads a file written by `write_predictions_csv` into `Predictions(ids, labels, predictions)`."""
+    """Reads a `write_predictions_csv` file: `Predictions(ids, labels, predictions)`."""
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
