@@ -1,0 +1,86 @@
+"""`train.py` as users run it: inspect accepts good files, bad input exits 2 in one line."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, cwd=REPO):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_inspect_accepts_every_real_layout(tmp_path):
+    sources = []
+    for layout, family in [
+        ("mosi_unaligned", "mosi"),
+        ("mosi_aligned", "mosi"),
+        ("mosei_unaligned", "mosei"),
+        ("sims_unaligned", "sims"),
+        ("mmsa_fet", "mosi"),
+    ]:
+        path = tmp_path / f"{layout}.pkl"
+        write_pickle(make_fake_mmsa(layout), str(path))
+        sources.append(f"pickle:{path}@{family}")
+    result = run_cli("--mode=inspect", "--source=" + ",".join(sources))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("source pickle:") == 5
+    assert "train" in result.stdout and "validation" in result.stdout and "-inf fixed" in result.stdout
+
+
+def _bad_files(tmp_path):
+    truncated = tmp_path / "truncated.pkl"
+    write_pickle(make_fake_mmsa("mosi_unaligned"), str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    nan_label = make_fake_mmsa("mosi_unaligned")
+    nan_label["test"]["regression_labels"][2] = np.nan
+    missing_key = make_fake_mmsa("mosi_unaligned")
+    del missing_key["valid"]["vision"]
+    sims_scale = make_fake_mmsa("mosi_unaligned")  # MOSI labels read as SIMS
+    files = {"truncated": str(truncated)}
+    for name, data in [("nan_label", nan_label), ("missing_key", missing_key)]:
+        path = tmp_path / f"{name}.pkl"
+        with open(path, "wb") as f:
+            pickle.dump(data, f)
+        files[name] = str(path)
+    path = tmp_path / "mosi_as_sims.pkl"
+    write_pickle(sims_scale, str(path))
+    files["mosi_as_sims"] = str(path) + "@sims"
+    return files
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("truncated", "truncated.pkl"),
+        ("nan_label", "'test'"),
+        ("missing_key", "'vision'"),
+        ("mosi_as_sims", "@mosi"),
+    ],
+)
+def test_inspect_rejects_bad_files_with_one_line(tmp_path, name, expected):
+    result = run_cli("--mode=inspect", f"--source=pickle:{_bad_files(tmp_path)[name]}")
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and expected in error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flag_value_and_missing_flagfile_exit_2(tmp_path):
+    result = run_cli("--mode=inspect", "--modalities=t,x")
+    assert result.returncode == 2 and "--modalities" in result.stderr
+    result = run_cli(f"--flagfile={tmp_path / 'nope.flags'}")
+    assert result.returncode == 2 and "nope.flags" in result.stderr

@@ -1,0 +1,87 @@
+"""The tf.data pipeline: sources, masks, label scaling, harmonization, strides."""
+
+import numpy as np
+import pytest
+
+from midg_keras.config import Config
+from midg_keras.data.errors import DataError
+from midg_keras.data.pipeline import prepare_data
+from midg_keras.data.sources import load_source
+from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+
+
+def _pickle(tmp_path, layout, name=None, **kwargs):
+    path = tmp_path / (name or f"{layout}.pkl")
+    write_pickle(make_fake_mmsa(layout, **kwargs), str(path))
+    return str(path)
+
+
+def test_pickle_source_reports_family_dims_and_lengths(tmp_path):
+    path = _pickle(tmp_path, "sims_unaligned")
+    source = load_source(f"pickle:{path}@sims")
+    assert source.family == "sims" and source.label_scale == 1.0
+    raw = make_fake_mmsa("sims_unaligned")
+    assert source.dims == {k: raw["train"][k].shape[-1] for k in ("text", "audio", "vision")}
+    assert source.num_examples == {"train": 8, "validation": 4, "test": 4}
+    example = next(iter(source.splits["train"]))
+    assert example["audio"].shape[0] == int(example["audio_length"])
+    assert "label_t" in example
+
+
+def test_unknown_family_and_builder_are_data_errors(tmp_path):
+    path = _pickle(tmp_path, "mosi_unaligned")
+    with pytest.raises(DataError, match="@mosi, pickle:PATH@mosei"):
+        load_source(f"pickle:{path}@imdb")
+    with pytest.raises(DataError, match="unknown source 'imdb/x'"):
+        load_source("imdb/x")
+
+
+def test_batches_are_padded_masked_and_label_scaled(tmp_path):
+    path = _pickle(tmp_path, "mosi_unaligned")
+    config = Config(source=f"pickle:{path}", batch_size=4, modalities="t,a", shuffle_buffer=0)
+    data = prepare_data(config)
+    assert data.modalities == ["text", "audio"]
+    inputs, label = next(iter(data.validation))
+    assert set(inputs) == {"text", "text_mask", "audio", "audio_mask", "source_index"}
+    lengths = inputs["audio_mask"].numpy().sum(axis=1)
+    # Padding frames are zero and masked out; the batch is as long as its longest example.
+    assert inputs["audio"].shape[1] == lengths.max()
+    for row, length in enumerate(lengths):
+        assert not inputs["audio"].numpy()[row, length:].any()
+    raw = make_fake_mmsa("mosi_unaligned")["valid"]["regression_labels"][:4]
+    np.testing.assert_allclose(label.numpy(), raw / 3.0, rtol=1e-6)
+    inputs, label, ids = next(iter(data.test))
+    assert ids.numpy()[0].decode() == make_fake_mmsa("mosi_unaligned")["test"]["id"][0]
+
+
+def test_dim_mismatch_between_source_and_target(tmp_path):
+    source = _pickle(tmp_path, "mosi_unaligned")
+    target = _pickle(tmp_path, "mosei_unaligned")
+    config = Config(source=f"pickle:{source}", target=f"pickle:{target}@mosei")
+    with pytest.raises(DataError, match="--harmonize=pad"):
+        prepare_data(config)
+    data = prepare_data(config.replace(harmonize="pad"))
+    inputs, _, _ = next(iter(data.test))
+    assert inputs["audio"].shape[-1] == data.dims["audio"] == load_source(f"pickle:{source}").dims["audio"]
+    assert data.target.family == "mosei"
+
+
+def test_auto_stride_leaves_at_most_max_frames(tmp_path):
+    path = _pickle(tmp_path, "mosi_unaligned", lengths={"text": 6, "audio": 30, "vision": 41})
+    data = prepare_data(Config(source=f"pickle:{path}", max_frames=10))
+    longest = load_source(f"pickle:{path}").max_lengths
+    assert data.strides["text"] == 1
+    # The smallest stride leaving <= 10 frames: 30 -> 3, 41 -> 5.
+    assert longest["audio"] == 30 and longest["vision"] == 41
+    assert data.strides["audio"] == 3 and data.strides["vision"] == 5
+    forced = prepare_data(Config(source=f"pickle:{path}", av_stride="3"))
+    assert forced.strides == {"text": 1, "audio": 3, "vision": 3}
+
+
+def test_several_sources_are_indexed(tmp_path):
+    first = _pickle(tmp_path, "mosi_unaligned", name="a.pkl")
+    second = _pickle(tmp_path, "mosi_unaligned", name="b.pkl", seed=1)
+    data = prepare_data(Config(source=f"pickle:{first},pickle:{second}", batch_size=64))
+    inputs, _ = next(iter(data.train))
+    assert sorted(set(inputs["source_index"].numpy().tolist())) == [0, 1]
+    assert inputs["text"].shape[0] == 16
