@@ -1,6 +1,5 @@
 """MMSA feature pickles: fake files of the real layouts, reading, and every validation path."""
 
-import pickle
 import re
 
 import numpy as np

@@ -100,7 +100,10 @@ def _parse(reader, path, family, skip_modes):
             )
     col = {name: i for i, name in enumerate(header)}
     unimodal_columns = [c for c in UNIMODAL_COLUMNS if c in col]
-    rows = {split: {"ids": [], "labels": [], "texts": [], "unimodal": [], "lines": []} for split in SPLITS}
+    rows = {
+        split: {"ids": [], "labels": [], "texts": [], "unimodal": [], "lines": []}
+        for split in SPLITS
+    }
     seen = {}
     for cells in reader:
         line = reader.line_num
@@ -180,7 +183,11 @@ def _number(cell, column, path, where, family):
         ) from None
     if not np.isfinite(value):
         raise DataError(
-            f"label is {value}", file=path, key=column, sample=where, fix="fill in the label or drop the row"
+            f"label is {value}",
+            file=path,
+            key=column,
+            sample=where,
+            fix="fill in the label or drop the row",
         )
     if family is not None and abs(value) > FAMILY_BOUND[family] + 1e-5:
         bound = FAMILY_BOUND[family]
