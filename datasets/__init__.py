@@ -1,7 +1,7 @@
 """TFDS builders of this project; importing the package registers them with tfds.
 
-    import datasets  # registers mosi, mosei, sims, synthetic
-    builder = tfds.builder("mosi/unaligned_50", data_dir=...)
+        import datasets  # registers mosi, mosei, sims, synthetic
+        builder = tfds.builder("mosi/unaligned_50", data_dir=...)
 
 Only `tensorflow_datasets` and numpy are imported here; the MMSA loader is imported
 when a dataset is built.

@@ -4,7 +4,7 @@ They are the files the `DatasetBuilderTestCase` tests build from: the exact MMSA
 (`midg_keras.testing.fake_mmsa`) with the stock feature dims of each config, but only
 3/2/1 clips per split and very short sequences, to keep the repository small.
 
-    python -m datasets.dummy_data
+        python -m datasets.dummy_data
 """
 
 import os
@@ -30,23 +30,23 @@ DUMMY_FILES = {
 
 
 def write_dummy_data(root=os.path.dirname(os.path.abspath(__file__))):
-  """Writes every dummy pickle under `root/<builder>/dummy_data/`; returns their paths."""
-  paths = []
-  for builder, files in DUMMY_FILES.items():
-    for file_name, layout, lengths, seed in files:
-      raw = fake_mmsa.make_fake_mmsa(
-          layout,
-          sizes=DUMMY_SIZES,
-          seed=seed,
-          dims=fake_mmsa.STOCK_DIMS[layout],
-          lengths=lengths,
-      )
-      paths.append(
-          fake_mmsa.write_pickle(raw, os.path.join(root, builder, "dummy_data", file_name))
-      )
-  return paths
+    """Writes every dummy pickle under `root/<builder>/dummy_data/`; returns their paths."""
+    paths = []
+    for builder, files in DUMMY_FILES.items():
+        for file_name, layout, lengths, seed in files:
+            raw = fake_mmsa.make_fake_mmsa(
+                layout,
+                sizes=DUMMY_SIZES,
+                seed=seed,
+                dims=fake_mmsa.STOCK_DIMS[layout],
+                lengths=lengths,
+            )
+            paths.append(
+                fake_mmsa.write_pickle(raw, os.path.join(root, builder, "dummy_data", file_name))
+            )
+    return paths
 
 
 if __name__ == "__main__":
-  for path in write_dummy_data():
-    print(path, os.path.getsize(path), "bytes")
+    for path in write_dummy_data():
+        print(path, os.path.getsize(path), "bytes")

@@ -7,9 +7,9 @@ unchanged.
 
 What a build records in `builder.info.metadata` (saved with the dataset, restored on
 reload):
-  fixed_neg_inf: {"train"|"validation"|"test": number of -inf audio values set to 0}
-  max_lengths:   {"text"|"audio"|"vision": longest true sequence over all splits}
-  source_file:   name of the file the examples were read from (manual builders only)
+    fixed_neg_inf: {"train"|"validation"|"test": number of -inf audio values set to 0}
+    max_lengths:   {"text"|"audio"|"vision": longest true sequence over all splits}
+    source_file:   name of the file the examples were read from (manual builders only)
 """
 
 import dataclasses
@@ -20,239 +20,240 @@ from etils import epath
 
 from midg_keras.data.errors import DataError
 
-SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
+SPLIT_NAMES = ("train", "validation", "test")
 MODALITIES = ("text", "audio", "vision")
 UNIMODAL_LABELS = ("label_t", "label_a", "label_v")
 MMSA_HOMEPAGE = "https://github.com/thuiar/MMSA"
 
 
 def features_dict(dims, unimodal_labels=False):
-  """The TFDS features of one example (see the data contract in the team brief).
+    """The TFDS features of one example (see the data contract in the team brief).
 
-  Args:
-    dims: {"text"|"audio"|"vision": feature dim D}.
-    unimodal_labels: add `label_t`, `label_a`, `label_v` (SIMS family).
+    Args:
+        dims: {"text"|"audio"|"vision": feature dim D}.
+        unimodal_labels: add `label_t`, `label_a`, `label_v` (SIMS family).
 
-  Returns:
-    `tfds.features.FeaturesDict` with sequences of shape (None, D), trimmed to their
-    true length.
-  """
-  features = {
-      "id": tfds.features.Text(doc="'<video>$_$<clip>'"),
-      "raw_text": tfds.features.Text(doc="Transcript of the clip."),
-      "label": tfds.features.Scalar(
-          dtype=np.float32, doc="Sentiment regression label, native scale."
-      ),
-  }
-  for modality in MODALITIES:
-    features[modality] = tfds.features.Tensor(
-        shape=(None, dims[modality]),
-        dtype=np.float32,
-        doc=f"{modality} features, trimmed to {modality}_length steps.",
-    )
-    features[f"{modality}_length"] = tfds.features.Scalar(
-        dtype=np.int32, doc=f"True length of the {modality} sequence (>= 1)."
-    )
-  if unimodal_labels:
-    for key in UNIMODAL_LABELS:
-      features[key] = tfds.features.Scalar(
-          dtype=np.float32, doc=f"Unimodal label ({key[-1].upper()}), native scale."
-      )
-  return tfds.features.FeaturesDict(features)
+    Returns:
+        `tfds.features.FeaturesDict` with sequences of shape (None, D), trimmed to their
+        true length.
+    """
+    features = {
+        "id": tfds.features.Text(doc="'<video>$_$<clip>'"),
+        "raw_text": tfds.features.Text(doc="Transcript of the clip."),
+        "label": tfds.features.Scalar(
+            dtype=np.float32, doc="Sentiment regression label, native scale."
+        ),
+    }
+    for modality in MODALITIES:
+        features[modality] = tfds.features.Tensor(
+            shape=(None, dims[modality]),
+            dtype=np.float32,
+            doc=f"{modality} features, trimmed to {modality}_length steps.",
+        )
+        features[f"{modality}_length"] = tfds.features.Scalar(
+            dtype=np.int32, doc=f"True length of the {modality} sequence (>= 1)."
+        )
+    if unimodal_labels:
+        for key in UNIMODAL_LABELS:
+            features[key] = tfds.features.Scalar(
+                dtype=np.float32, doc=f"Unimodal label ({key[-1].upper()}), native scale."
+            )
+    return tfds.features.FeaturesDict(features)
 
 
-def split_generators(builder, splits):
-  """Records the split statistics in metadata and returns TFDS split generators.
+def record_split_statistics(metadata, splits):
+    """Writes `fixed_neg_inf` and `max_lengths` of `splits` into a builder's metadata.
 
-  Args:
-    builder: the builder whose `info.metadata` receives the statistics.
-    splits: {"train"|"validation"|"test": SplitArrays} as `load_mmsa_pickle` returns.
-
-  Returns:
-    {split name: generator of (key, example)}.
-  """
-  builder.info.metadata["fixed_neg_inf"] = {
-      name: int(splits[name].fixed_neg_inf) for name in SPLIT_NAMES
-  }
-  builder.info.metadata["max_lengths"] = {
-      modality: max(int(np.max(getattr(splits[name], f"{modality}_length"))) for name in SPLIT_NAMES)
-      for modality in MODALITIES
-  }
-  return {name: builder._generate_examples(splits[name]) for name in SPLIT_NAMES}  # pylint: disable=protected-access
+    Args:
+        metadata: `builder.info.metadata` (a `tfds.core.MetadataDict`).
+        splits: {"train"|"validation"|"test": SplitArrays} as `load_mmsa_pickle` returns.
+    """
+    metadata["fixed_neg_inf"] = {name: int(splits[name].fixed_neg_inf) for name in SPLIT_NAMES}
+    metadata["max_lengths"] = {
+        modality: max(
+            int(np.max(getattr(splits[name], f"{modality}_length"))) for name in SPLIT_NAMES
+        )
+        for modality in MODALITIES
+    }
 
 
 def keyed_examples(split_arrays):
-  """(key, example) pairs of one split, keyed by row: file order is the canonical order."""
-  for index, example in enumerate(split_arrays.examples()):
-    yield index, example
+    """(key, example) pairs of one split, keyed by row: file order is the canonical order."""
+    for index, example in enumerate(split_arrays.examples()):
+        yield index, example
 
 
 @dataclasses.dataclass(eq=False)
 class MmsaConfig(tfds.core.BuilderConfig):
-  """One stock MMSA feature file.
+    """One stock MMSA feature file.
 
-  Attributes:
-    file_name: name the file must have inside the manual dir.
-    mmsa_path: where the file sits in MMSA's shared folder.
-    dims: {"text"|"audio"|"vision": feature dim} the file must have.
-    padded_lengths: {"text"|"audio"|"vision": padded sequence length} of the stock file
-      (documentation; the builder does not require it).
-    sha256: checksum of the stock file as published (a prefix where only a prefix is
-      published).
-    num_bytes: size of the stock file where known, else 0.
-  """
+    Attributes:
+        file_name: name the file must have inside the manual dir.
+        mmsa_path: where the file sits in MMSA's shared folder.
+        dims: {"text"|"audio"|"vision": feature dim} the file must have.
+        padded_lengths: {"text"|"audio"|"vision": padded sequence length} of the stock file
+            (documentation; the builder does not require it).
+        sha256: checksum of the stock file as published (a prefix where only a prefix is
+            published).
+        num_bytes: size of the stock file where known, else 0.
+    """
 
-  file_name: str = ""
-  mmsa_path: str = ""
-  dims: dict = dataclasses.field(default_factory=dict)
-  padded_lengths: dict = dataclasses.field(default_factory=dict)
-  sha256: str = ""
-  num_bytes: int = 0
+    file_name: str = ""
+    mmsa_path: str = ""
+    dims: dict = dataclasses.field(default_factory=dict)
+    padded_lengths: dict = dataclasses.field(default_factory=dict)
+    sha256: str = ""
+    num_bytes: int = 0
 
-  @property
-  def aligned(self):
-    return self.name.startswith("aligned")
+    @property
+    def aligned(self):
+        return self.name.startswith("aligned")
 
 
 def _describe_config(config):
-  shapes = ", ".join(
-      f"{modality} ({config.padded_lengths[modality]}, {config.dims[modality]})"
-      for modality in MODALITIES
-  )
-  return f"MMSA {config.mmsa_path}: {shapes}"
+    shapes = ", ".join(
+        f"{modality} ({config.padded_lengths[modality]}, {config.dims[modality]})"
+        for modality in MODALITIES
+    )
+    return f"MMSA {config.mmsa_path}: {shapes}"
 
 
 def manual_instructions(dataset_title, configs):
-  """MANUAL_DOWNLOAD_INSTRUCTIONS text listing the file of every config."""
-  lines = [
-      f"This builder reads the {dataset_title} feature pickle that MMSA",
-      f"({MMSA_HOMEPAGE}) distributes. Download it from the links in the MMSA README",
-      "(Google Drive or Baidu Netdisk, section 'Datasets') and copy it, renamed as below,",
-      "into the manual dir: `tfds.download.DownloadConfig(manual_dir=...)`, or by default",
-      "`<data_dir>/downloads/manual/`.",
-      "",
-  ]
-  for config in configs:
-    checksum = config.sha256 if len(config.sha256) == 64 else f"{config.sha256}... (prefix)"
-    size = f", {config.num_bytes} bytes" if config.num_bytes else ""
-    lines.append(
-        f"* config `{config.name}`: `{config.mmsa_path}` -> `<manual_dir>/{config.file_name}`"
-        f" (sha256 {checksum}{size})"
-    )
-  lines += [
-      "",
-      "Verify a copy with `sha256sum <file>`. The file is read with the project's MMSA",
-      "loader, which validates it and names the split, key and sample of any problem.",
-  ]
-  return "\n".join(lines)
+    """MANUAL_DOWNLOAD_INSTRUCTIONS text listing the file of every config."""
+    lines = [
+        f"This builder reads the {dataset_title} feature pickle that MMSA",
+        f"({MMSA_HOMEPAGE}) distributes. Download it from the links in the MMSA README",
+        "(Google Drive or Baidu Netdisk, section 'Datasets') and copy it, renamed as below,",
+        "into the manual dir: `tfds.download.DownloadConfig(manual_dir=...)`, or by default",
+        "`<data_dir>/downloads/manual/`.",
+        "",
+    ]
+    for config in configs:
+        checksum = config.sha256 if len(config.sha256) == 64 else f"{config.sha256}... (prefix)"
+        size = f", {config.num_bytes} bytes" if config.num_bytes else ""
+        lines.append(
+            f"* config `{config.name}`: `{config.mmsa_path}` -> `<manual_dir>/{config.file_name}`"
+            f" (sha256 {checksum}{size})"
+        )
+    lines += [
+        "",
+        "Verify a copy with `sha256sum <file>`. The file is read with the project's MMSA",
+        "loader, which validates it and names the split, key and sample of any problem.",
+    ]
+    return "\n".join(lines)
 
 
 class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Builder over one MMSA feature pickle placed in the manual dir.
+    """Builder over one MMSA feature pickle placed in the manual dir.
 
-  Subclasses set `name`, `BUILDER_CONFIGS` (of `MmsaConfig`), `FAMILY`, `TITLE`,
-  `CITATION` and `MANUAL_DOWNLOAD_INSTRUCTIONS`.
-  """
+    Subclasses set `name`, `BUILDER_CONFIGS` (of `MmsaConfig`), `FAMILY`, `TITLE`,
+    `CITATION` and `MANUAL_DOWNLOAD_INSTRUCTIONS`.
+    """
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  FAMILY = "mosi"
-  TITLE = ""
-  CITATION = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    FAMILY = "mosi"
+    TITLE = ""
+    CITATION = ""
 
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=(
-            f"{self.TITLE} features as distributed by MMSA, one example per clip, "
-            f"sequences trimmed to their true lengths. Label family: {self.FAMILY}."
-        ),
-        features=features_dict(
-            self.builder_config.dims, unimodal_labels=self.FAMILY == "sims"
-        ),
-        homepage=MMSA_HOMEPAGE,
-        citation=self.CITATION,
-        metadata=tfds.core.MetadataDict(),
-    )
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description=(
+                f"{self.TITLE} features as distributed by MMSA, one example per clip, "
+                f"sequences trimmed to their true lengths. Label family: {self.FAMILY}."
+            ),
+            features=features_dict(self.builder_config.dims, unimodal_labels=self.FAMILY == "sims"),
+            homepage=MMSA_HOMEPAGE,
+            citation=self.CITATION,
+            metadata=tfds.core.MetadataDict(),
+        )
 
-  def _split_generators(self, dl_manager):
-    from midg_keras.data.mmsa import load_mmsa_pickle  # Only needed when building.
+    def _split_generators(self, dl_manager):
+        from midg_keras.data.mmsa import load_mmsa_pickle  # Only needed when building.
 
-    path = self._manual_file(dl_manager)
-    splits = load_mmsa_pickle(path, family=self.FAMILY)
-    self._check_layout(path, splits)
-    self.info.metadata["source_file"] = path.name
-    return split_generators(self, splits)
+        path = self._manual_file(dl_manager)
+        splits = load_mmsa_pickle(path, family=self.FAMILY)
+        self._check_layout(path, splits)
+        self.info.metadata["source_file"] = path.name
+        record_split_statistics(self.info.metadata, splits)
+        return {name: self._generate_examples(splits[name]) for name in SPLIT_NAMES}
 
-  def _generate_examples(self, split_arrays):
-    return keyed_examples(split_arrays)
+    def _generate_examples(self, split_arrays):
+        return keyed_examples(split_arrays)
 
-  def _manual_file(self, dl_manager):
-    """Path of this config's file in the manual dir, or a DataError saying how to get it."""
-    config = self.builder_config
-    fix = (
-        f"download MMSA's {config.mmsa_path} (links in the {MMSA_HOMEPAGE} README) and "
-        f"save it as <manual_dir>/{config.file_name}, where <manual_dir> is "
-        "DownloadConfig(manual_dir=...) or <data_dir>/downloads/manual; see "
-        f"{type(self).__name__}.MANUAL_DOWNLOAD_INSTRUCTIONS"
-    )
-    try:
-      manual_dir = epath.Path(dl_manager.manual_dir)
-    except AssertionError as error:  # tfds: the manual dir is missing or empty.
-      reason = str(error).split(". ")[0]  # "Manual directory X does not exist or is empty"
-      raise DataError(
-          f"{self.name}/{config.name} needs {config.file_name}: {reason}", fix=fix
-      ) from None
-    path = manual_dir / config.file_name
-    if not path.exists():
-      present = sorted(p.name for p in manual_dir.iterdir())
-      raise DataError(
-          f"{self.name}/{config.name} needs this file; the manual dir holds {present}",
-          file=path,
-          fix=fix,
-      )
-    return path
+    def _manual_file(self, dl_manager):
+        """Path of this config's file in the manual dir, or a DataError saying how to get it."""
+        config = self.builder_config
+        fix = (
+            f"download MMSA's {config.mmsa_path} (links in the {MMSA_HOMEPAGE} README) and "
+            f"save it as <manual_dir>/{config.file_name}, where <manual_dir> is "
+            "DownloadConfig(manual_dir=...) or <data_dir>/downloads/manual; see "
+            f"{type(self).__name__}.MANUAL_DOWNLOAD_INSTRUCTIONS"
+        )
+        try:
+            manual_dir = epath.Path(dl_manager.manual_dir)
+        except AssertionError as error:  # tfds: the manual dir is missing or empty.
+            reason = str(error).split(". ")[0]  # "Manual directory X does not exist or is empty"
+            raise DataError(
+                f"{self.name}/{config.name} needs {config.file_name}: {reason}", fix=fix
+            ) from None
+        path = manual_dir / config.file_name
+        if not path.exists():
+            present = sorted(p.name for p in manual_dir.iterdir())
+            raise DataError(
+                f"{self.name}/{config.name} needs this file; the manual dir holds {present}",
+                file=path,
+                fix=fix,
+            )
+        return path
 
-  def _check_layout(self, path, splits):
-    """Feature dims (and alignment) of the file must be those of the config."""
-    config = self.builder_config
-    train = splits["train"]
-    dims = {modality: int(getattr(train, modality).shape[-1]) for modality in MODALITIES}
-    padded = {modality: int(getattr(train, modality).shape[1]) for modality in MODALITIES}
-    aligned = len(set(padded.values())) == 1
-    if dims == config.dims and (aligned or not config.aligned):
-      return
-    found = ", ".join(f"{m} ({padded[m]}, {dims[m]})" for m in MODALITIES)
-    fits = [
-        f"{name}/{other.name}"
-        for name, configs in STOCK_CONFIGS.items()
-        for other in configs
-        if other.dims == dims and (aligned or not other.aligned)
-    ]
-    raise DataError(
-        f"the file's (length, dim) per modality are {found}, which does not fit "
-        f"{self.name}/{config.name} ({_describe_config(config)})",
-        file=path,
-        split="train",
-        fix=(
-            f"build {' or '.join(fits)} with this file instead"
-            if fits
-            else f"place MMSA's {config.mmsa_path} in the manual dir as {config.file_name}"
-        ),
-    )
+    def _check_layout(self, path, splits):
+        """Feature dims and alignment of the file must be those of the config.
+
+        A file is aligned when text, audio and vision share one padded length (stock
+        aligned_50: 50/50/50; stock unaligned files never do), so an aligned file renamed
+        to `unaligned_50.pkl`, or the reverse, is refused rather than built under the
+        wrong name.
+        """
+        config = self.builder_config
+        train = splits["train"]
+        dims = {modality: int(getattr(train, modality).shape[-1]) for modality in MODALITIES}
+        padded = {modality: int(getattr(train, modality).shape[1]) for modality in MODALITIES}
+        aligned = len(set(padded.values())) == 1
+        if dims == config.dims and aligned == config.aligned:
+            return
+        found = ", ".join(f"{m} ({padded[m]}, {dims[m]})" for m in MODALITIES)
+        fits = [
+            f"{name}/{other.name}"
+            for name, configs in STOCK_CONFIGS.items()
+            for other in configs
+            if other.dims == dims and other.aligned == aligned
+        ]
+        raise DataError(
+            f"the file's (length, dim) per modality are {found}, which does not fit "
+            f"{self.name}/{config.name} ({_describe_config(config)})",
+            file=path,
+            split="train",
+            fix=(
+                f"build {' or '.join(fits)} with this file instead"
+                if fits
+                else f"place MMSA's {config.mmsa_path} in the manual dir as {config.file_name}"
+            ),
+        )
 
 
 def _config(name, dataset_dir, dims, padded_lengths, sha256, num_bytes=0):
-  config = MmsaConfig(
-      name=name,
-      file_name=f"{name}.pkl",
-      mmsa_path=f"{dataset_dir}/Processed/{name}.pkl",
-      dims=dims,
-      padded_lengths=padded_lengths,
-      sha256=sha256,
-      num_bytes=num_bytes,
-  )
-  config.description = _describe_config(config)
-  return config
+    config = MmsaConfig(
+        name=name,
+        file_name=f"{name}.pkl",
+        mmsa_path=f"{dataset_dir}/Processed/{name}.pkl",
+        dims=dims,
+        padded_lengths=padded_lengths,
+        sha256=sha256,
+        num_bytes=num_bytes,
+    )
+    config.description = _describe_config(config)
+    return config
 
 
 _MOSI_DIMS = {"text": 768, "audio": 5, "vision": 20}
@@ -263,11 +264,23 @@ _ALIGNED_50 = {"text": 50, "audio": 50, "vision": 50}
 # MOSEI, see /work/shared/real_data/SOURCES.md); SIMS from its Git LFS pointer.
 STOCK_CONFIGS = {
     "mosi": [
-        _config("unaligned_50", "MOSI", _MOSI_DIMS, {"text": 50, "audio": 375, "vision": 500}, "78e0f8b5"),
+        _config(
+            "unaligned_50",
+            "MOSI",
+            _MOSI_DIMS,
+            {"text": 50, "audio": 375, "vision": 500},
+            "78e0f8b5",
+        ),
         _config("aligned_50", "MOSI", _MOSI_DIMS, _ALIGNED_50, "d3994fd2"),
     ],
     "mosei": [
-        _config("unaligned_50", "MOSEI", _MOSEI_DIMS, {"text": 50, "audio": 500, "vision": 500}, "ad8b23d5"),
+        _config(
+            "unaligned_50",
+            "MOSEI",
+            _MOSEI_DIMS,
+            {"text": 50, "audio": 500, "vision": 500},
+            "ad8b23d5",
+        ),
         _config("aligned_50", "MOSEI", _MOSEI_DIMS, _ALIGNED_50, "45eccfb7"),
     ],
     "sims": [

@@ -6,7 +6,7 @@ from datasets.sims import Sims
 
 
 class SimsTest(tfds.testing.DatasetBuilderTestCase):
-  """Builds every config from the dummy `unaligned_39.pkl`."""
+    """Builds every config from the dummy `unaligned_39.pkl`."""
 
-  DATASET_CLASS = Sims
-  SPLITS = {"train": 3, "validation": 2, "test": 1}
+    DATASET_CLASS = Sims
+    SPLITS = {"train": 3, "validation": 2, "test": 1}

@@ -1,3 +1,5 @@
 """The `mosi` TFDS builder."""
 
 from datasets.mosi.mosi import Mosi
+
+__all__ = ["Mosi"]

@@ -1,3 +1,5 @@
 """The `sims` TFDS builder."""
 
 from datasets.sims.sims import Sims
+
+__all__ = ["Sims"]

@@ -1,6 +1,6 @@
 """Writes a synthetic domain as an MMSA feature pickle.
 
-    python -m datasets.synthetic --write_pickle /tmp/domain_b.pkl --domain domain_b
+        python -m datasets.synthetic --write_pickle /tmp/domain_b.pkl --domain domain_b
 
 The file has the layout of MMSA's `unaligned_50.pkl` (MOSI label scale), so it can be
 used anywhere a real file can, e.g. as the source `pickle:/tmp/domain_b.pkl@mosi`.
@@ -23,10 +23,10 @@ _SEED = flags.DEFINE_integer(
 
 
 def main(argv):
-  del argv
-  path = generate.write_domain_pickle(_WRITE_PICKLE.value, _DOMAIN.value, seed=_SEED.value)
-  print(f"wrote {_DOMAIN.value} (seed {_SEED.value}) to {path}")
+    del argv
+    path = generate.write_domain_pickle(_WRITE_PICKLE.value, _DOMAIN.value, seed=_SEED.value)
+    print(f"wrote {_DOMAIN.value} (seed {_SEED.value}) to {path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)
