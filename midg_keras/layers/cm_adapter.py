@@ -55,6 +55,8 @@ class CMAdapter(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.dropout = dropout
+        # Outputs align with `target`, so a Keras mask on it stays valid.
+        self.supports_masking = True
 
     def build(self, target_shape, context_shape):
         target_dim = target_shape[-1]

@@ -52,6 +52,8 @@ class CrossModalAttention(keras.layers.Layer):
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.dropout = dropout
+        # Outputs align with `query`, so a Keras mask on it stays valid.
+        self.supports_masking = True
 
     def build(self, query_shape, context_shape):
         projection_dim = self.num_heads * self.key_dim

@@ -93,7 +93,9 @@ class ModalityEncoder(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="projection",
         )
-        self.projection.build(inputs_shape)
+        # Built for any length: a sequence shorter than the kernel is padded
+        # to one full chunk in `call`.
+        self.projection.build((inputs_shape[0], None, inputs_shape[-1]))
         self.embedding_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="embedding_dropout"
         )
