@@ -39,12 +39,18 @@ def run(config):
             )
             print(describe_source(source))
         return
-    from midg_keras.training import experiment
-
     if config.mode in ("train", "evaluate"):
+        from midg_keras.training import experiment
+
         experiment.run(config, evaluate_only=config.mode == "evaluate")
-    else:
-        raise app.UsageError(f"--mode={config.mode} is not available yet.")
+    if config.mode == "export" or (config.mode == "train" and config.export_dir):
+        from midg_keras.export import export_workdir
+
+        print(f"exported to {export_workdir(config)}")
+    if config.mode == "tune":
+        from midg_keras.tuning import run_search
+
+        print(f"best hyper-parameters written to {run_search(config)}")
 
 
 def main(argv):

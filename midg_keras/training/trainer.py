@@ -83,13 +83,17 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
         f.write(config.replace(model=model_name or config.model).to_json())
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, data, model_name)
+    model.build_from_config({})  # BackupAndRestore needs the weights before fit
     model.compile(optimizer=make_optimizer(config))
     steps = steps_per_epoch(config, data)
     train_data = data.train.repeat() if config.steps_per_epoch else data.train
     callbacks = [
         StopOnNonFiniteLoss(),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(workdir, MODEL_FILE), monitor=SELECTION_METRIC, save_best_only=True
+            os.path.join(workdir, MODEL_FILE),
+            monitor=SELECTION_METRIC,
+            mode="min",
+            save_best_only=True,
         ),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv")),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
@@ -107,7 +111,9 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
         )
     if config.patience:
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=SELECTION_METRIC, patience=config.patience)
+            keras.callbacks.EarlyStopping(
+                monitor=SELECTION_METRIC, mode="min", patience=config.patience
+            )
         )
     model.fit(
         train_data,
