@@ -97,7 +97,7 @@ def _load_pickle_source(spec, nan_to_num):
         # into a second in-memory tensor.
         splits[split] = tf.data.Dataset.from_generator(
             arrays[split].examples, output_signature=signature
-        )
+        ).apply(tf.data.experimental.assert_cardinality(len(arrays[split].label)))
     return Source(
         name=spec,
         family=family,

@@ -1,0 +1,125 @@
+"""End-to-end runs on small MMSA-layout pickles: outputs, DG pairs, evaluate, seeds."""
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from midg_keras.config import Config
+from midg_keras.metrics import MOSI_KEYS, SIMS_KEYS
+from midg_keras.training import experiment
+from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
+from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+
+TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, batch_size=8, epochs=2, verbose=0)
+
+
+def _pickle(tmp_path, layout, sizes=(24, 8, 10), seed=0):
+    path = tmp_path / f"{layout}_{seed}.pkl"
+    write_pickle(make_fake_mmsa(layout, sizes=sizes, seed=seed), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dg_run(tmp_path_factory):
+    """MIDG and the ERM baseline trained on a MOSI-like file, tested on a SIMS-like one."""
+    tmp_path = tmp_path_factory.mktemp("dg")
+    config = Config(
+        source=f"pickle:{_pickle(tmp_path, 'mosi_unaligned')}@mosi",
+        target=f"pickle:{_pickle(tmp_path, 'sims_unaligned')}@sims",
+        harmonize="pad",
+        baselines="erm",
+        workdir=str(tmp_path / "run"),
+        **TINY,
+    ).validate()
+    return config, experiment.run(config, log=lambda _: None)
+
+
+def test_run_writes_every_output(dg_run):
+    config, _ = dg_run
+    for workdir in (config.workdir, os.path.join(config.workdir, "baselines", "erm")):
+        for name in ("config.json", "history.csv", "metrics.json", "model.keras"):
+            assert os.path.exists(os.path.join(workdir, name)), name
+        with open(os.path.join(workdir, "history.csv")) as f:
+            assert len(list(csv.DictReader(f))) == TINY["epochs"]
+        saved = Config.from_json(open(os.path.join(workdir, "config.json")).read())
+        assert saved.source == config.source and saved.hidden_dim == 16
+    with open(os.path.join(config.workdir, "history.csv")) as f:
+        header = next(csv.reader(f))
+    for term in ("in_loss", "out_loss", "domain_loss", "decoupling_loss", "val_prediction_loss"):
+        assert term in header
+    table = open(os.path.join(config.workdir, "results.md")).read()
+    assert "| MIDG |" in table and "| ERM (late fusion) |" in table
+
+
+def test_dg_metrics_use_each_sides_family_and_native_scale(dg_run):
+    config, results = dg_run
+    metrics = json.load(open(os.path.join(config.workdir, "metrics.json")))
+    assert set(metrics) == {"valid", "test"}
+    assert set(metrics["valid"]) == set(MOSI_KEYS)  # source validation: MOSI family
+    assert set(metrics["test"]) == set(SIMS_KEYS)  # target test: SIMS family
+    assert results["midg"][0] == metrics
+    with open(os.path.join(config.workdir, "predictions", "test.csv")) as f:
+        rows = list(csv.DictReader(f))
+    raw = make_fake_mmsa("sims_unaligned", sizes=(24, 8, 10))["test"]
+    assert [r["id"] for r in rows] == list(raw["id"])
+    np.testing.assert_allclose([float(r["label"]) for r in rows], raw["regression_labels"], rtol=1e-6)
+
+
+def test_evaluate_reproduces_metrics(dg_run):
+    config, results = dg_run
+    again = experiment.run(config.replace(mode="evaluate"), evaluate_only=True, log=lambda _: None)
+    for name in ("midg", "erm"):
+        assert again[name][0]["test"] == pytest.approx(results[name][0]["test"], abs=1e-6)
+
+
+def test_several_seeds_get_their_own_folders_and_mean_std(tmp_path):
+    config = Config(
+        source=f"pickle:{_pickle(tmp_path, 'mosi_aligned')}",
+        model="erm",
+        seeds="1,2",
+        workdir=str(tmp_path / "run"),
+        **{**TINY, "epochs": 1},
+    ).validate()
+    results = experiment.run(config, log=lambda _: None)
+    assert len(results["erm"]) == 2
+    for seed in (1, 2):
+        assert os.path.exists(tmp_path / "run" / f"seed_{seed}" / "model.keras")
+    summary = json.load(open(tmp_path / "run" / "metrics.json"))
+    mae = [r["test"]["MAE"] for r in results["erm"]]
+    assert summary["seeds"] == [1, 2]
+    assert summary["test"]["MAE"] == pytest.approx(np.mean(mae))
+    assert summary["test_std"]["MAE"] == pytest.approx(np.std(mae))
+
+
+class _FakeReversal:
+    class grl_lambda:  # noqa: N801  (stands in for a keras Variable)
+        value = None
+
+        @classmethod
+        def assign(cls, value):
+            cls.value = value
+
+
+def test_dann_schedule_ramps_from_zero_to_max():
+    schedule = GradientReversalSchedule(_FakeReversal, steps_per_epoch=10, epochs=2, max_lambda=0.5)
+    schedule.on_epoch_begin(0)
+    schedule.on_train_batch_begin(0)
+    assert _FakeReversal.grl_lambda.value == 0.0
+    schedule.on_epoch_begin(1)
+    schedule.on_train_batch_begin(0)  # step 10 of 20: p = 0.5
+    assert _FakeReversal.grl_lambda.value == pytest.approx(0.5 * (2 / (1 + math.exp(-5)) - 1))
+    constant = GradientReversalSchedule(_FakeReversal, 10, 2, max_lambda=0.3, schedule="constant")
+    constant.on_train_batch_begin(0)
+    assert _FakeReversal.grl_lambda.value == 0.3
+
+
+def test_nan_loss_stops_with_advice():
+    callback = StopOnNonFiniteLoss()
+    callback.on_epoch_begin(2)
+    callback.on_train_batch_end(0, {"loss": 1.0})
+    with pytest.raises(FloatingPointError, match="epoch 3, batch 5: lower --learning_rate"):
+        callback.on_train_batch_end(4, {"loss": float("nan")})
