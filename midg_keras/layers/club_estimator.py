@@ -103,7 +103,8 @@ class ClubEstimator(keras.layers.Layer):
 
     def log_likelihood(self, x, y, mask=None):
         """Mean log q(y|x) over real tokens: the estimator's training objective."""
-        x, y = ops.stop_gradient(x), ops.stop_gradient(y)
+        x = ops.stop_gradient(ops.convert_to_tensor(x))
+        y = ops.stop_gradient(ops.convert_to_tensor(y))
         mean, log_var = self._variational_parameters(x, freeze_weights=False)
         return losses.gaussian_log_likelihood(y, mean, log_var, mask)
 
