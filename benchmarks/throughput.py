@@ -1,0 +1,127 @@
+"""Training throughput and peak memory on MOSI-unaligned shapes (run by hand, not in CI).
+
+The target (DEVELOPERS.md): MMSA's MulT trains at 1.6 samples/s and peaks at 16 GiB RSS on a
+2-core CPU with text 50x768, audio 375x5, vision 500x20, batch 16; we aim for >= 100
+samples/s under 2 GiB. Each configuration runs in its own process (peak RSS is per process)
+through the real path: an MMSA-layout pickle -> `pickle:` source -> tf.data -> `model.fit`.
+
+    python benchmarks/throughput.py                      # all configurations, ~5 min on 2 cores
+    python benchmarks/throughput.py --configs=midg_auto  # one
+
+Results are appended to benchmarks/results/throughput.jsonl and printed as a table.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results", "throughput.jsonl")
+CONFIGS = {
+    # name: (model, av_stride)
+    "midg_auto": ("midg", "auto"),
+    "erm_auto": ("erm", "auto"),
+    "midg_stride1": ("midg", "1"),
+}
+
+
+def measure(name, samples, batch_size, steps, hidden_dim):
+    """Runs in a child process: builds data and model, fits, returns the measurements."""
+    sys.path.insert(0, REPO)
+    import keras
+
+    from midg_keras.config import Config
+    from midg_keras.data.pipeline import prepare_data
+    from midg_keras.testing.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
+    from midg_keras.training import trainer
+
+    model_name, stride = CONFIGS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mosi_unaligned_50.pkl")
+        raw = make_fake_mmsa(
+            "mosi_unaligned",
+            sizes=(samples, batch_size, batch_size),
+            dims=STOCK_DIMS["mosi_unaligned"],
+            lengths=STOCK_LENGTHS["mosi_unaligned"],
+        )
+        write_pickle(raw, path)
+        del raw
+        config = Config(
+            source=f"pickle:{path}",
+            model=model_name,
+            av_stride=stride,
+            batch_size=batch_size,
+            hidden_dim=hidden_dim,
+            verbose=0,
+        ).validate()
+        data = prepare_data(config)
+        keras.utils.set_random_seed(0)
+        model = trainer.build_model(config, data)
+        model.compile(optimizer=trainer.make_optimizer(config))
+        train = data.train.repeat()
+        start = time.perf_counter()
+        model.fit(train, epochs=1, steps_per_epoch=3, verbose=0)  # traces the step
+        warmup = time.perf_counter() - start
+        start = time.perf_counter()
+        model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
+        seconds = time.perf_counter() - start
+    return {
+        "config": name,
+        "model": model_name,
+        "av_stride": stride,
+        "strides": data.strides,
+        "batch_size": batch_size,
+        "hidden_dim": hidden_dim,
+        "steps": steps,
+        "samples_per_second": round(steps * batch_size / seconds, 1),
+        "first_fit_seconds_incl_tracing": round(warmup, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "keras": keras.__version__,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--hidden_dim", type=int, default=128)
+    parser.add_argument("--child", default="")
+    args = parser.parse_args()
+    if args.child:
+        result = measure(args.child, args.samples, args.batch_size, args.steps, args.hidden_dim)
+        print(json.dumps(result))
+        return
+    rows = []
+    for name in args.configs.split(","):
+        command = [sys.executable, __file__, f"--child={name}"] + [
+            f"--{k}={getattr(args, k)}" for k in ("samples", "batch_size", "steps", "hidden_dim")
+        ]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
+    print("| config | strides | samples/s | peak RSS MiB | first fit s (tracing) |")
+    print("|---|---|---:|---:|---:|")
+    for r in rows:
+        strides = ", ".join(f"{k} {v}" for k, v in r["strides"].items())
+        print(
+            f"| {r['config']} | {strides} | {r['samples_per_second']} | {r['peak_rss_mib']} | "
+            f"{r['first_fit_seconds_incl_tracing']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
