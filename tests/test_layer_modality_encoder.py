@@ -1,5 +1,6 @@
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -109,8 +110,6 @@ def test_chunks_are_anchored_at_the_first_frame():
 
 
 def test_dynamic_length_in_a_functional_model():
-    import keras
-
     inputs = keras.Input((None, 5))
     mask = keras.Input((None,), dtype="bool")
     sequence, sequence_mask = ModalityEncoder(hidden_dim=8, num_heads=2, stride=3)(
@@ -125,6 +124,18 @@ def test_dynamic_length_in_a_functional_model():
         assert np.asarray(out_mask).sum() == math.ceil(length / 3) + 1
 
 
+def test_non_finite_values_in_padded_frames_are_ignored():
+    x = random_sequence(2, 6, 5)
+    mask = length_mask([6, 4], 6)
+    encoder = ModalityEncoder(hidden_dim=8, num_heads=2, stride=2)
+    clean = np.asarray(encoder(x, mask=mask)[0])
+    x[1, 4] = -np.inf
+    x[1, 5] = np.nan
+    dirty = np.asarray(encoder(x, mask=mask)[0])
+    assert np.all(np.isfinite(dirty))
+    np.testing.assert_allclose(dirty, clean, atol=1e-6)
+
+
 def test_rejects_width_not_divisible_by_heads():
     with pytest.raises(ValueError, match="divisible by num_heads"):
-        ModalityEncoder(hidden_dim=10, num_heads=4)(random_sequence(1, 3, 5))
+        ModalityEncoder(hidden_dim=10, num_heads=4)

@@ -74,6 +74,12 @@ class ModalityEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         if stride < 1:
             raise ValueError(f"ModalityEncoder: stride must be >= 1, got {stride}.")
+        if num_layers and hidden_dim % num_heads != 0:
+            raise ValueError(
+                f"ModalityEncoder: hidden_dim={hidden_dim} must be divisible by "
+                f"num_heads={num_heads}. Fix: choose --hidden_dim as a multiple "
+                "of --num_heads."
+            )
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -117,7 +123,8 @@ class ModalityEncoder(keras.layers.Layer):
         if mask is None:
             mask = ops.ones((batch_size, length), dtype="bool")
         mask = ops.cast(mask, "bool")
-        x = inputs * ops.cast(mask, inputs.dtype)[:, :, None]
+        # `where`, not a product: 0 * inf in an unused frame would be NaN.
+        x = ops.where(mask[:, :, None], inputs, ops.zeros_like(inputs))
 
         padding = (-length) % self.stride
         x = ops.pad(x, [[0, 0], [0, padding], [0, 0]])
