@@ -20,7 +20,9 @@ class GradientReversal(keras.layers.Layer):
     lambda is cast to the upstream dtype (float16 under mixed precision).
 
     Args:
-        initial_lambda: starting value of `grl_lambda`.
+        initial_lambda: starting value of `grl_lambda`. The weight is created
+            in `__init__` (it has no shape to infer), so a schedule callback
+            can set it before the first call.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -33,7 +35,6 @@ class GradientReversal(keras.layers.Layer):
     >>> grl = GradientReversal(initial_lambda=0.5)
     >>> grl(np.ones((2, 3))).shape
     (2, 3)
-    >>> grl.grl_lambda.assign(1.0)
 
     References:
         Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR
