@@ -99,9 +99,11 @@ class CrossModalAttention(keras.layers.Layer):
             context_mask = ops.ones(ops.shape(context)[:2], dtype="bool")
         key_mask = ops.cast(context_mask, "bool")[:, None, None, :]
         scores = ops.where(key_mask, scores, -1e9)
-        # All-masked rows: softmax is uniform over the -1e9 scores; the key
-        # mask then zeroes every weight, so such rows attend to nothing.
-        weights = ops.softmax(scores, axis=-1) * ops.cast(key_mask, "float32")
+        # Softmax written out so that padded keys get exactly 0 and a row
+        # with no real key gets all-zero weights (its sum is 0, not >= 1).
+        weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+        weights = weights * ops.cast(key_mask, "float32")
+        weights = weights / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1e-9)
         weights = ops.cast(weights, self.compute_dtype)
         weights = self.attention_dropout(weights, training=training)
 
