@@ -18,7 +18,7 @@ from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
 from midg_keras.data.pipeline import PreparedData
 from midg_keras.models import MIDG, LateFusionBaseline
-from midg_keras.training import report
+from midg_keras.training import report, runtime
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
 
 MODEL_FILE = "model.keras"
@@ -70,6 +70,20 @@ def make_optimizer(config: Config):
     )
 
 
+def compiled_model(config: Config, data: PreparedData, model_name=None):
+    """`build_model`, built and compiled under `--mixed_precision` and `--distribute`.
+
+    The optimizer is built too: BackupAndRestore needs every weight before `fit`, and a
+    built optimizer lets `fit` trace the train step once instead of twice.
+    """
+    with runtime.model_scope(config):
+        model = build_model(config, data, model_name)
+        model.build_from_config({})
+        model.compile(optimizer=make_optimizer(config))
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
 def steps_per_epoch(config: Config, data: PreparedData) -> int:
     examples = sum(source.num_examples["train"] for source in data.sources)
     steps = math.ceil(examples / config.batch_size)
@@ -81,12 +95,14 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.replace(model=model_name or config.model).to_json())
-    keras.utils.set_random_seed(config.seed)
-    model = build_model(config, data, model_name)
-    model.build_from_config({})  # BackupAndRestore needs the weights before fit
-    model.compile(optimizer=make_optimizer(config))
+    runtime.seed_everything(config)
+    model = compiled_model(config, data, model_name)
     steps = steps_per_epoch(config, data)
-    train_data = data.train.repeat() if config.steps_per_epoch else data.train
+    history_path = os.path.join(workdir, "history.csv")
+    backup_dir = os.path.join(workdir, "backup")
+    resume = runtime.resume_state(backup_dir, history_path, SELECTION_METRIC)
+    # One shuffled stream for all epochs: a resumed run skips exactly the batches it saw.
+    train_data = runtime.shard_for(data.train.repeat().skip(resume.epoch * steps), config)
     callbacks = [
         StopOnNonFiniteLoss(),
         keras.callbacks.ModelCheckpoint(
@@ -94,10 +110,11 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
             monitor=SELECTION_METRIC,
             mode="min",
             save_best_only=True,
+            initial_value_threshold=resume.best if resume.epoch else None,
         ),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv")),
+        keras.callbacks.CSVLogger(history_path, append=resume.epoch > 0),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        runtime.ResumableBackup(backup_dir),
     ]
     if isinstance(model, MIDG):
         callbacks.append(
@@ -111,15 +128,15 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
         )
     if config.patience:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=SELECTION_METRIC, mode="min", patience=config.patience
+            runtime.ResumableEarlyStopping(
+                resume, monitor=SELECTION_METRIC, mode="min", patience=config.patience
             )
         )
     model.fit(
         train_data,
-        validation_data=data.validation,
+        validation_data=runtime.shard_for(data.validation, config),
         epochs=config.epochs,
-        steps_per_epoch=steps if config.steps_per_epoch else None,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=config.verbose,
     )
