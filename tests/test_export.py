@@ -92,7 +92,7 @@ def test_cli_writes_version_1_with_provenance(exported):
         metadata = json.load(f)
     assert metadata["label_family"] == "mosi" and metadata["label_scale"] == 3.0
     assert metadata["input_dims"] == DIMS and metadata["modalities"] == ["text", "audio", "vision"]
-    assert metadata["inference_path"] == "out"
+    assert metadata["inference_path"] == "out" and metadata["harmonize"] == "none"
 
 
 def test_signature_takes_named_dynamic_inputs(exported):
@@ -221,12 +221,13 @@ def test_unknown_builder_has_no_family():
 
 
 def test_mixed_precision_subset_model_serves_float32_and_ignores_unused_inputs(tmp_path):
-    """Trained under mixed_float16 on text+audio, tested on a SIMS-family target."""
+    """Trained under mixed_float16 on text+audio, tested on a SIMS-family target whose
+    feature dims were harmonized (`--harmonize=pad`): served dims are padded/truncated too."""
     workdir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
     dims = {"text": 16, "audio": 5}
     config = Config(
         source="pickle:/d/mosi.pkl@mosi", target="pickle:/d/sims.pkl@sims", modalities="t,a",
-        mixed_precision="mixed_float16", **TINY,
+        harmonize="pad", mixed_precision="mixed_float16", **TINY,
     )
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
@@ -254,3 +255,12 @@ def test_mixed_precision_subset_model_serves_float32_and_ignores_unused_inputs(t
     np.testing.assert_allclose(outputs["sentiment"].numpy(), expected, rtol=0, atol=1e-5)
     # ... and the comparison can tell float16 serving from float32 serving.
     assert np.max(np.abs(keras_y_out(mixed, batch) - expected)) > 1e-4
+
+    # Target-domain dims: audio with 7 features is truncated to 5, text with 12 padded to 16.
+    wide = dict(batch, audio=np.concatenate([batch["audio"], np.ones((3, 9, 2), np.float32)], -1))
+    wide["text"] = batch["text"][:, :, :12]
+    served = serve(**{name: tf.constant(value) for name, value in wide.items()})
+    narrowed = dict(batch, text=np.pad(wide["text"], [(0, 0), (0, 0), (0, 4)]))
+    np.testing.assert_allclose(
+        served["sentiment"].numpy(), keras_y_out(reference, narrowed), rtol=0, atol=1e-5
+    )

@@ -11,7 +11,8 @@ A trained workdir becomes `<export_dir>/<version>/`: a TensorFlow SavedModel wri
 Batch, time and feature dims are dynamic in the signature; the serving function itself
 checks every used input (feature dim, batch agreement, 1 <= length <= time) with in-graph
 asserts, so a bad request fails with one InvalidArgument naming the input, in TF Serving
-as in Python, instead of deep inside a matmul. A model trained on a modality subset still
+as in Python, instead of deep inside a matmul. Runs trained with `--harmonize=pad` pad or
+truncate feature dims as their evaluation did, instead of refusing other dims. A model trained on a modality subset still
 takes all three modalities; the unused ones are ignored. The graph is float32 even when the
 model was trained with mixed precision. Predictions come from the model's configured
 inference path (`prediction`; ŷ2 of the out-of-domain pipeline by default), so the in-domain
@@ -121,8 +122,13 @@ def load_float32_model(path: str) -> SentimentModel:
     return model
 
 
-def make_serving_function(model: SentimentModel, label_scale: float):
-    """The `serving_default` function: named tensors in, `sentiment` and `polarity` out."""
+def make_serving_function(model: SentimentModel, label_scale: float, pad_dims=False):
+    """The `serving_default` function: named tensors in, `sentiment` and `polarity` out.
+
+    `pad_dims` (runs trained with `--harmonize=pad`) zero-pads or truncates each feature
+    dim to the model's, as the evaluation pipeline did for the target, instead of
+    refusing other dims.
+    """
 
     def serve(text, audio, vision, text_length, audio_length, vision_length):
         features = {"text": text, "audio": audio, "vision": vision}
@@ -136,11 +142,6 @@ def make_serving_function(model: SentimentModel, label_scale: float):
             if batch_size is None:
                 batch_size, batch_key = shape[0], key
             checks = [
-                _check(
-                    tf.equal(shape[2], dim),
-                    key + ": feature dim is {} but the model takes " + str(dim),
-                    [shape[2]],
-                ),
                 _check(
                     tf.equal(shape[0], batch_size),
                     key + ": batch size {} differs from " + batch_key + "'s {}",
@@ -157,8 +158,19 @@ def make_serving_function(model: SentimentModel, label_scale: float):
                     [shape[1], length],
                 ),
             ]
+            if not pad_dims:
+                checks.append(
+                    _check(
+                        tf.equal(shape[2], dim),
+                        key + ": feature dim is {} but the model takes " + str(dim),
+                        [shape[2]],
+                    )
+                )
             with tf.control_dependencies(checks):
                 sequence = tf.identity(features[key])
+            if pad_dims:
+                sequence = sequence[:, :, :dim]
+                sequence = tf.pad(sequence, [[0, 0], [0, 0], [0, dim - tf.shape(sequence)[2]]])
             inputs[key] = tf.ensure_shape(sequence, [None, None, dim])
             inputs[f"{key}_mask"] = tf.sequence_mask(length, maxlen=shape[1])
         inputs["source_index"] = tf.zeros([batch_size], tf.int32)
@@ -193,7 +205,7 @@ def _check_free(export_dir, version):
 
 
 def export_model(model: SentimentModel, export_dir: str, *, label_scale: float, version=0,
-                 metadata=None) -> str:
+                 pad_dims=False, metadata=None) -> str:
     """Writes `model` as SavedModel version `version` (0 = next free); returns its path.
 
     The SavedModel is written to a hidden temporary directory and renamed into place, so
@@ -213,7 +225,7 @@ def export_model(model: SentimentModel, export_dir: str, *, label_scale: float, 
         archive.add_variable_collection("model_variables", list(model.variables))
         archive.add_endpoint(
             name=SIGNATURE_NAME,
-            fn=make_serving_function(model, label_scale),
+            fn=make_serving_function(model, label_scale, pad_dims=pad_dims),
             input_signature=serving_input_signature(),
         )
         archive.write_out(staging, verbose=False)
@@ -255,12 +267,14 @@ def export_workdir(config: Config, log=print) -> str:
         "modalities": list(model.modalities),
         "input_dims": dict(model.input_dims),
         "inference_path": getattr(model, "inference_path", "prediction"),
+        "harmonize": trained.harmonize,
     }
     path = export_model(
         model,
         config.export_dir,
         label_scale=LABEL_SCALE[family],
         version=config.export_version,
+        pad_dims=trained.harmonize == "pad",
         metadata=metadata,
     )
     log(

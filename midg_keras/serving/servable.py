@@ -1,0 +1,136 @@
+"""What the local TF Serving stand-ins share: one loaded SavedModel version and its checks.
+
+STAND-IN, NOT TF SERVING. The `tensorflow_model_server` binary cannot be installed here, so
+the REST and gRPC stand-ins load the exported SavedModel with `tf.saved_model.load` and
+answer in TF Serving's request/response shapes, with its error codes and message forms
+for the request checks TF Serving does itself (input names, dtypes); everything else
+(feature dims, batch agreement, lengths) is checked by the exported graph, as it is under
+the real server. Production serving is `docker run tensorflow/serving` (BUILD.md).
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_SIGNATURE = "serving_default"
+
+# gRPC status names -> the HTTP status TF Serving's REST API answers with.
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "NOT_FOUND": 404,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+}
+
+
+class ServingError(Exception):
+    """A failed request: `code` is the gRPC status name, `message` TF Serving's text."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self):
+        return HTTP_STATUS.get(self.code, 500)
+
+
+def latest_version(base_path: str) -> int:
+    """The highest numeric version directory holding a SavedModel (TF Serving's default)."""
+    versions = [
+        int(entry)
+        for entry in (os.listdir(base_path) if os.path.isdir(base_path) else [])
+        if entry.isdigit() and os.path.exists(os.path.join(base_path, entry, "saved_model.pb"))
+    ]
+    if not versions:
+        raise FileNotFoundError(
+            f"no SavedModel version under {base_path} (expected {base_path}/<n>/saved_model.pb): "
+            "export one with `python train.py --mode=export --workdir=W --export_dir=...`."
+        )
+    return max(versions)
+
+
+class Servable:
+    """The latest version of a model under `base_path`, loaded as TF Serving would.
+
+    Args:
+        base_path: the export root (`--export_dir`), holding numeric version directories.
+        name: the model name requests must address (`MODEL_NAME` of TF Serving).
+    """
+
+    def __init__(self, base_path: str, name: str = "midg"):
+        self.name = name
+        self.version = latest_version(base_path)
+        self.path = os.path.join(base_path, str(self.version))
+        self._loaded = tf.saved_model.load(self.path)
+        self.signatures = dict(self._loaded.signatures)
+
+    def input_specs(self, signature_name=""):
+        """Input name -> `tf.TensorSpec` of a signature; unknown names fail like TF Serving."""
+        return self._signature(signature_name).structured_input_signature[1]
+
+    def _signature(self, signature_name):
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signatures:
+            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
+        return self.signatures[key]
+
+    def check_model(self, name, version=None):
+        """Requests for another model or version fail as TF Serving's do."""
+        if name != self.name or (version is not None and int(version) != self.version):
+            which = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: {which}")
+
+    def predict(self, inputs, signature_name=""):
+        """Runs a signature on named numpy inputs; returns named numpy outputs.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for missing or extra inputs, a wrong dtype or
+                rank, and for every check the exported graph makes.
+        """
+        function = self._signature(signature_name)
+        specs = function.structured_input_signature[1]
+        sent, expected = set(inputs), set(specs)
+        if sent != expected:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
+            )
+        tensors = {}
+        for index, name in enumerate(sorted(specs)):
+            spec, value = specs[name], np.asarray(inputs[name])
+            if value.dtype != spec.dtype.as_numpy_dtype:
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"Expects arg[{index}] ({name}) to be {spec.dtype.name} but "
+                    f"{tf.as_dtype(value.dtype).name} is provided",
+                )
+            if value.ndim != spec.shape.rank:
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"{name}: expects rank {spec.shape.rank} ({_shape_text(spec.shape)}) but got "
+                    f"shape [{','.join(str(d) for d in value.shape)}]",
+                )
+            tensors[name] = tf.constant(value)
+        try:
+            outputs = function(**tensors)
+        except tf.errors.InvalidArgumentError as error:
+            raise ServingError("INVALID_ARGUMENT", _graph_message(error)) from None
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _shape_text(shape):
+    return "[" + ",".join("-1" if d is None else str(d) for d in shape.as_list()) + "]"
+
+
+def _graph_message(error):
+    """TF Serving reports the op's message and node, without eager's preamble."""
+    message = error.message
+    marker = "<stack traces unavailable>\n"
+    return message.split(marker, 1)[1] if marker in message else message
