@@ -106,8 +106,8 @@ def test_signature_takes_named_dynamic_inputs(exported):
         assert inputs[f"{key}_length"].dtype == tf.int32
         assert inputs[f"{key}_length"].shape.as_list() == [None]
     outputs = signature.structured_outputs
-    assert outputs["sentiment"].dtype == tf.float32 and outputs["sentiment"].shape.as_list() == [None]
-    assert outputs["polarity"].dtype == tf.int32 and outputs["polarity"].shape.as_list() == [None]
+    for name, dtype in (("sentiment", tf.float32), ("polarity", tf.int32)):
+        assert outputs[name].dtype == dtype and outputs[name].shape.as_list() == [None]
 
 
 def test_fresh_process_load_matches_keras_y_out(exported, tmp_path):
@@ -165,7 +165,9 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
 
 def test_existing_version_is_never_overwritten(exported):
     before = os.path.getmtime(os.path.join(exported["export_dir"], "1", "saved_model.pb"))
-    config = Config(workdir=exported["workdir"], export_dir=exported["export_dir"], export_version=1)
+    config = Config(
+        workdir=exported["workdir"], export_dir=exported["export_dir"], export_version=1
+    )
     with pytest.raises(ConfigError, match=r"already exists .* next free one \(2\)"):
         export_workdir(config, log=lambda _: None)
     assert os.path.getmtime(os.path.join(exported["export_dir"], "1", "saved_model.pb")) == before

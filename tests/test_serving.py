@@ -136,7 +136,9 @@ def test_model_status_and_unknown_models(served):
     assert status["version"] == "1" and status["state"] == "AVAILABLE"
     _, _, inputs = client.load_examples(served["source"], "test", num_examples=1)
     with pytest.raises(client.PredictError) as raised:
-        client.rest_predict(served["rest"].url + "/v1/models/other:predict", client.rest_body(inputs))
+        client.rest_predict(
+            served["rest"].url + "/v1/models/other:predict", client.rest_body(inputs)
+        )
     assert raised.value.status == 404 and "Servable not found" in raised.value.message
     request = client.predict_request(inputs, model_name="midg", version=7)
     with pytest.raises(client.PredictError) as raised:

@@ -12,11 +12,11 @@ Batch, time and feature dims are dynamic in the signature; the serving function 
 checks every used input (feature dim, batch agreement, 1 <= length <= time) with in-graph
 asserts, so a bad request fails with one InvalidArgument naming the input, in TF Serving
 as in Python, instead of deep inside a matmul. Runs trained with `--harmonize=pad` pad or
-truncate feature dims as their evaluation did, instead of refusing other dims. A model trained on a modality subset still
-takes all three modalities; the unused ones are ignored. The graph is float32 even when the
-model was trained with mixed precision. Predictions come from the model's configured
-inference path (`prediction`; ŷ2 of the out-of-domain pipeline by default), so the in-domain
-head and the domain discriminator are not on the fetch path.
+truncate feature dims as their evaluation did, instead of refusing other dims. A model
+trained on a modality subset still takes all three modalities; the unused ones are ignored.
+The graph is float32 even when the model was trained with mixed precision. Predictions come
+from the model's configured inference path (`prediction`; ŷ2 of the out-of-domain pipeline
+by default), so the in-domain head and the domain discriminator are not on the fetch path.
 """
 
 import json
@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.sources import BUILDER_FAMILY, LABEL_SCALE
-from midg_keras.models import MIDG, SentimentModel  # noqa: F401  (registers the models)
+from midg_keras.models import SentimentModel  # importing the package registers both models
 
 MODALITIES = ("text", "audio", "vision")
 SIGNATURE_NAME = "serving_default"

@@ -86,7 +86,9 @@ def load_npz(path):
     with np.load(path) as arrays:
         missing = [name for name in INPUT_NAMES if name not in arrays]
         if missing:
-            raise ValueError(f"{path} lacks {', '.join(missing)}; it needs {', '.join(INPUT_NAMES)}.")
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)}; it needs {', '.join(INPUT_NAMES)}."
+            )
         return inputs_from_arrays(*(arrays[name] for name in INPUT_NAMES))
 
 
@@ -143,6 +145,8 @@ def rest_predict(url, body, timeout=60):
         except (ValueError, KeyError, TypeError):
             message = text
         raise PredictError(error.code, message) from None
+    except urllib.error.URLError as error:
+        raise PredictError("UNAVAILABLE", f"cannot reach {url}: {error.reason}") from None
 
 
 def grpc_predict(target, request, timeout=60):
@@ -167,7 +171,7 @@ def _parse_args(argv):
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--source", help="`<builder>/<config>` or `pickle:PATH[@family]`.")
     data.add_argument("--npz", help="an .npz holding text, audio, vision and *_length arrays.")
-    parser.add_argument("--split", default="test", help="split of --source (train|validation|test).")
+    parser.add_argument("--split", default="test", help="train, validation or test.")
     parser.add_argument("--num_examples", type=int, default=4, help="examples in the request.")
     parser.add_argument("--data_dir", default="", help="TFDS data_dir for --source.")
     parser.add_argument("--manual_dir", default="", help="MMSA pickle folder for --source.")
@@ -175,7 +179,9 @@ def _parse_args(argv):
     parser.add_argument("--grpc_target", help="e.g. 127.0.0.1:8500")
     parser.add_argument("--model_name", default="midg", help="model name for gRPC requests.")
     parser.add_argument("--signature_name", default=SIGNATURE_NAME)
-    parser.add_argument("--columnar", action="store_true", help="REST `inputs` instead of `instances`.")
+    parser.add_argument(
+        "--columnar", action="store_true", help="REST `inputs` instead of `instances`."
+    )
     parser.add_argument("--write_body", help="write the REST JSON body here (for curl).")
     parser.add_argument("--write_npz", help="write the inputs here (for saved_model_cli run).")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request.")
@@ -184,13 +190,17 @@ def _parse_args(argv):
 
 def main(argv=None):
     args = _parse_args(argv)
-    if args.source:
-        ids, labels, inputs = load_examples(
-            args.source, args.split, args.num_examples, args.data_dir, args.manual_dir
-        )
-    else:
-        inputs = load_npz(args.npz)
-        ids, labels = [str(i) for i in range(len(inputs["text_length"]))], None
+    try:
+        if args.source:
+            ids, labels, inputs = load_examples(
+                args.source, args.split, args.num_examples, args.data_dir, args.manual_dir
+            )
+        else:
+            inputs = load_npz(args.npz)
+            ids, labels = [str(i) for i in range(len(inputs["text_length"]))], None
+    except (ValueError, OSError) as error:  # DataError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     body = rest_body(inputs, args.signature_name, columnar=args.columnar)
     if args.write_body:
         with open(args.write_body, "w") as f:
