@@ -77,9 +77,20 @@ class Config:
     use_decoupling: bool = _field(True, "Ablation: decoupling (off = A_im = A_om = A_m).")
     alpha: float = _field(1.0, "Weight of L_in (Eq. 7).")
     beta: float = _field(1.0, "Weight of L_out (Eq. 7).")
-    gamma: float = _field(0.1, "Weight of L_DIS.")
+    gamma: float = _field(
+        0.1,
+        "Weight of L_DIS. Its terms are per token and per feature dimension (KL in nats/dim, "
+        "reconstruction MSE/dim), summed over modalities; the reported decoupling_loss also "
+        "holds the CLUB net's own negative log-likelihood.",
+    )
     adv_weight: float = _field(0.1, "Weight of the domain BCE inside L_in (Eq. 4).")
-    grl_max: float = _field(1.0, "Maximum gradient-reversal strength lambda.")
+    grl_max: float = _field(
+        1.0,
+        "Maximum gradient-reversal strength lambda (reached by the DANN schedule). Under "
+        "Adam it only weighs the experts' reversed gradient against their other gradients, "
+        "so small values still let the experts win the min-max (on the synthetic demo 0.3 "
+        "did, 0 let the discriminator win).",
+    )
     grl_schedule: str = _field("dann", "Lambda schedule.", ("dann", "constant"))
     reg_loss: str = _field("mse", "Regression loss.", ("mse", "l1"))
     inference_path: str = _field(
