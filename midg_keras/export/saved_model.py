@@ -72,7 +72,7 @@ def find_run(workdir: str, log=print) -> str:
         return workdir
     candidates = sorted(
         entry
-        for entry in (os.listdir(workdir) if os.path.isdir(workdir) else [])
+        for entry in _listdir(workdir)
         if entry.startswith("seed_") and os.path.exists(os.path.join(workdir, entry, MODEL_FILE))
     )
     if not candidates:
@@ -86,7 +86,7 @@ def find_run(workdir: str, log=print) -> str:
         if not os.path.exists(metrics_path):
             raise FileNotFoundError(
                 f"{metrics_path} is missing: the seed cannot be ranked by its source validation "
-                f"MAE; re-score it with --mode=evaluate --workdir={workdir}."
+                f"MAE; re-score it with --mode=evaluate and the run's flags."
             )
         with open(metrics_path) as f:
             scores[entry] = float(json.load(f)["valid"]["MAE"])
