@@ -92,6 +92,13 @@ class Config:
         "did, 0 let the discriminator win).",
     )
     grl_schedule: str = _field("dann", "Lambda schedule.", ("dann", "constant"))
+    reversal_reach: str = _field(
+        "experts",
+        "How far the discriminator's reversed gradient reaches: `experts` (MoIE experts and "
+        "router only; stable) or `encoders` (also the decoupling and modality encoders, the "
+        "DANN-style reading; measured unstable on the synthetic demo).",
+        ("experts", "encoders"),
+    )
     reg_loss: str = _field("mse", "Regression loss.", ("mse", "l1"))
     inference_path: str = _field(
         "out", "Prediction used for evaluation and serving (paper §4.3: out).", ("out", "blend", "in")

@@ -56,6 +56,7 @@ def build_model(config: Config, data: PreparedData, model_name=None):
         beta=config.beta,
         gamma=config.gamma,
         adv_weight=config.adv_weight,
+        reversal_reach=config.reversal_reach,
         inference_path=config.inference_path,
         num_domains=len(data.sources) if config.domain_labels == "source" else 2,
         name="midg",
