@@ -1,0 +1,108 @@
+"""Mixed precision (SPEC §4): `--mixed_precision` policies on CPU, float32 heads and losses."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from midg_keras.config import Config
+from midg_keras.data.pipeline import prepare_data
+from midg_keras.layers import GradientReversal
+from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from midg_keras.training import runtime, trainer
+
+TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, router_top_k=1, batch_size=8, verbose=0)
+COMPUTE_DTYPES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("precision") / "mosi.pkl"
+    write_pickle(make_fake_mmsa("mosi_unaligned", sizes=(16, 8, 8)), str(path))
+    return f"pickle:{path}"
+
+
+@pytest.mark.parametrize("gpu, expected", [(False, "float32"), (True, "mixed_float16")])
+def test_auto_is_float16_on_gpu_and_float32_on_cpu(monkeypatch, gpu, expected):
+    monkeypatch.setattr(runtime, "gpu_available", lambda: gpu)
+    assert runtime.precision_policy_name(Config(mixed_precision="auto")) == expected
+    assert runtime.precision_policy_name(Config(mixed_precision="mixed_bfloat16")) == "mixed_bfloat16"
+
+
+def test_this_cpu_machine_resolves_auto_to_float32():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    assert runtime.precision_policy_name(Config()) == "float32"
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_policy_model_trains_with_float32_variables_heads_and_losses(source, policy):
+    config = Config(source=source, mixed_precision=policy, **TINY).validate()
+    data = prepare_data(config)
+    keras.utils.set_random_seed(1)
+    model = trainer.compiled_model(config, data)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+    assert model.dtype_policy.name == policy
+    assert {v.dtype for v in model.trainable_weights} == {"float32"}
+    low = [layer for layer in model._flatten_layers() if layer.compute_dtype == COMPUTE_DTYPES[policy]]
+    assert len(low) > 20  # encoders, attention, experts... compute in 16 bits
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (policy == "mixed_float16")
+
+    inputs, label = next(iter(data.train))
+    outputs = model(inputs, training=False)
+    assert {keras.backend.standardize_dtype(v.dtype) for v in outputs.values()} == {"float32"}
+    terms = model.loss_terms(inputs, label, outputs)
+    for name, value in terms.items():
+        assert keras.backend.standardize_dtype(value.dtype) == "float32" and np.isfinite(float(value)), name
+
+    weights = [w.numpy() for w in model.trainable_weights]
+    logs = model.train_step((inputs, label))
+    assert math.isfinite(float(logs["loss"]))
+    changed = sum(not np.array_equal(a, b.numpy()) for a, b in zip(weights, model.trainable_weights))
+    assert changed > len(weights) // 2
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_gradient_reversal_in_16_bits(dtype):
+    layer = GradientReversal(initial_lambda=0.5, dtype=f"mixed_{dtype}")  # as under --mixed_precision
+    layer.build((2, 3))
+    x = tf.constant(np.arange(6).reshape(2, 3), dtype=dtype)
+
+    def reversed_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            total = tf.reduce_sum(y * tf.cast(3.0, dtype))
+        return y, tape.gradient(total, x)
+
+    for fn in (reversed_gradient, tf.function(reversed_gradient)):
+        y, gradient = fn(x)
+        assert y.dtype.name == dtype and gradient.dtype.name == dtype
+        np.testing.assert_array_equal(y.numpy(), x.numpy())
+        np.testing.assert_array_equal(gradient.numpy().astype("float32"), np.full((2, 3), -1.5))
+
+
+def test_mixed_float16_training_run_end_to_end(source, tmp_path):
+    """The compiled (graph) train step with loss scaling, checkpoint reload and scoring."""
+    config = Config(
+        source=source, modalities="t", mixed_precision="mixed_float16", epochs=2,
+        workdir=str(tmp_path / "run"), **TINY,
+    ).validate()  # fmt: skip
+    results = trainer.train(config, prepare_data(config), config.workdir)
+    assert math.isfinite(results["test"]["MAE"])
+    with open(os.path.join(config.workdir, "history.csv")) as f:
+        rows = f.read().splitlines()
+    assert len(rows) == 3
+    header = rows[0].split(",")
+    for row in rows[1:]:
+        values = dict(zip(header, row.split(",")))
+        assert math.isfinite(float(values["loss"])) and math.isfinite(float(values["val_loss"]))
+    saved = json.load(open(os.path.join(config.workdir, "config.json")))
+    assert saved["mixed_precision"] == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32"
