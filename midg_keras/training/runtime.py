@@ -115,6 +115,28 @@ def model_scope(config: Config):
             yield strategy
 
 
+@contextlib.contextmanager
+def fit_scope(model):
+    """Call `model.fit` in here: the model's strategy scope, without Keras' symbolic build.
+
+    Keras 3.15's `fit` on a model created under a strategy first takes one input batch,
+    averages it across replicas and builds the model on it: that fails on boolean masks
+    (`AddN` has no bool kernel) and, with `steps_per_epoch`, drops that batch from
+    training. `trainer.compiled_model` has built the model and optimizer already, so fit
+    runs with the strategy taken from the scope instead of the model, which skips that step.
+    """
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None:
+        yield
+        return
+    model._distribute_strategy = None
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        model._distribute_strategy = strategy
+
+
 def shard_for(dataset, config: Config):
     """`dataset` sharded element-wise across workers under `--distribute=multiworker`."""
     if config.distribute != "multiworker":

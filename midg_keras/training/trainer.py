@@ -133,14 +133,15 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
                 resume, monitor=SELECTION_METRIC, mode="min", patience=config.patience
             )
         )
-    model.fit(
-        train_data,
-        validation_data=runtime.shard_for(data.validation, config),
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    with runtime.fit_scope(model):
+        model.fit(
+            train_data,
+            validation_data=runtime.shard_for(data.validation, config),
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
     best = keras.saving.load_model(os.path.join(workdir, MODEL_FILE))
     return evaluate(best, data, workdir)
 

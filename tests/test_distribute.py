@@ -1,0 +1,157 @@
+"""`--distribute` (SPEC §4): MirroredStrategy on 2 logical CPU devices matches one device.
+
+Logical devices must be configured before TensorFlow starts, so the runs happen in a
+subprocess. The same tiny MIDG (same seed, same unshuffled batches) trains 3 steps on one
+device and under MirroredStrategy with 2 replicas (each gets half of every batch of 8).
+The comparison turns off what legitimately differs between a batch of 8 and two halves of
+4: dropout and the decoupling's Gaussian samples (random draws per replica), the router's
+batch-level load-balance loss (dense router) and gradient clipping (Keras clips each
+replica's gradient before the all-reduce). Then `trainer.train` runs a whole mirrored
+epoch with every callback (checkpoint, backup, GRL schedule) and scores the best model.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from midg_keras.config import Config, ConfigError
+from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from midg_keras.training import runtime
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 3
+
+WORKER = r"""
+import json, sys
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from midg_keras.config import Config
+from midg_keras.data.pipeline import prepare_data
+from midg_keras.training import runtime, trainer
+from midg_keras.training.callbacks import GradientReversalSchedule
+
+source, workdir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+class StepLosses(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.running_means = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.running_means.append(float(logs["loss"]))
+
+
+results = {}
+for distribute in ("none", "mirrored"):
+    config = Config(
+        source=source, modalities="t", hidden_dim=16, num_heads=2, num_experts=2, batch_size=8,
+        dropout=0.0, use_decoupling=False, clipnorm=0.0, shuffle_buffer=0, distribute=distribute,
+    ).validate()
+    data = prepare_data(config)
+    runtime.seed_everything(config)
+    model = trainer.compiled_model(config, data)
+    initial = [w.numpy() for w in model.trainable_weights]
+    losses = StepLosses()
+    schedule = GradientReversalSchedule(model.gradient_reversal, steps_per_epoch=steps, epochs=2)
+    with runtime.fit_scope(model):
+        history = model.fit(
+            data.train.repeat(), validation_data=data.validation, epochs=1, steps_per_epoch=steps,
+            callbacks=[losses, schedule], verbose=0,
+        )
+    results[distribute] = {
+        "replicas": model.distribute_strategy.num_replicas_in_sync,
+        "initial_weights_sum": float(sum(np.abs(w).sum() for w in initial)),
+        "running_means": losses.running_means,
+        "history": {k: v[0] for k, v in history.history.items()},
+        "grl_lambda": float(model.gradient_reversal.grl_lambda.numpy()),
+    }
+
+config = Config(
+    source=source, modalities="t", hidden_dim=16, num_heads=2, num_experts=2, batch_size=8,
+    epochs=1, distribute="mirrored", verbose=0, workdir=workdir,
+).validate()
+results["trainer"] = trainer.train(config, prepare_data(config), workdir)["test"]
+print("RESULT " + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distribute")
+    pickle_path = root / "mosi.pkl"
+    write_pickle(make_fake_mmsa("mosi_unaligned", sizes=(8 * STEPS, 8, 8)), str(pickle_path))
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.run(
+        [sys.executable, "-c", WORKER, f"pickle:{pickle_path}", str(root / "run"), str(STEPS)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+    assert process.returncode == 0 and lines, (process.stdout + process.stderr)[-4000:]
+    return json.loads(lines[-1][len("RESULT ") :]), root / "run"
+
+
+def _step_losses(running_means):
+    """Per-step losses from Keras' running means of the epoch."""
+    means = np.asarray(running_means)
+    steps = np.arange(1, len(means) + 1)
+    return means * steps - np.concatenate([[0.0], means[:-1] * steps[:-1]])
+
+
+def test_mirrored_strategy_has_two_replicas_and_the_same_initial_weights(runs):
+    results, _ = runs
+    assert results["none"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
+    assert results["mirrored"]["initial_weights_sum"] == results["none"]["initial_weights_sum"]
+
+
+def test_mirrored_first_step_loss_matches_single_device(runs):
+    results, _ = runs
+    single = _step_losses(results["none"]["running_means"])
+    mirrored = _step_losses(results["mirrored"]["running_means"])
+    assert len(single) == len(mirrored) == STEPS
+    assert mirrored[0] == pytest.approx(single[0], rel=1e-6)
+    # Later steps follow from the averaged-over-replicas update: still the same run.
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4)
+
+
+def test_mirrored_terms_validation_and_grl_schedule_match(runs):
+    results, _ = runs
+    single, mirrored = results["none"]["history"], results["mirrored"]["history"]
+    for name in ("in_loss", "out_loss", "domain_loss", "prediction_loss", "val_prediction_loss"):
+        assert mirrored[name] == pytest.approx(single[name], rel=1e-4), name
+    assert results["mirrored"]["grl_lambda"] == results["none"]["grl_lambda"] > 0
+
+
+def test_trainer_runs_a_mirrored_epoch_end_to_end(runs):
+    results, workdir = runs
+    assert np.isfinite(results["trainer"]["MAE"])
+    assert os.path.exists(workdir / "model.keras")
+    assert not os.path.exists(workdir / "backup")
+
+
+def test_multiworker_shards_data_by_element():
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.range(4)
+    sharded = runtime.shard_for(dataset, Config(distribute="multiworker"))
+    policy = sharded.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert runtime.shard_for(dataset, Config()) is dataset
+
+
+def test_distribute_needs_the_tensorflow_backend(monkeypatch):
+    monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ConfigError, match="KERAS_BACKEND=tensorflow"):
+        runtime.distribution_strategy(Config(distribute="mirrored"))
+    assert runtime.distribution_strategy(Config()) is None
