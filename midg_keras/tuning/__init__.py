@@ -1,0 +1,6 @@
+"""Hyper-parameter search with keras-tuner (SPEC §7): `run_search(config)`."""
+
+from midg_keras.tuning.search import OBJECTIVE, TrialError, run_search, write_flagfile
+from midg_keras.tuning.space import Param, parse_search_space
+
+__all__ = ["OBJECTIVE", "Param", "TrialError", "parse_search_space", "run_search", "write_flagfile"]
