@@ -300,3 +300,16 @@ def test_missing_bayesian_dependencies_are_named(monkeypatch):
     with pytest.raises(ConfigError, match="needs scikit-learn: pip install -r requirements.txt"):
         search.check_dependencies("bayesian")
     search.check_dependencies("random")
+
+
+@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(REPO, "configs", "tune_*.flags"))))
+def test_shipped_tune_flagfiles_declare_valid_searches(flagfile):
+    config = _parse_like_train_py(flagfile)
+    assert config.mode == "tune"
+    params = parse_search_space(config.search_space, config)
+    assert {"alpha", "learning_rate"} <= {p.name for p in params}
+
+
+def test_shipped_tune_flagfiles_cover_every_tuner():
+    paths = glob.glob(os.path.join(REPO, "configs", "tune_*.flags"))
+    assert {_parse_like_train_py(p).tuner for p in paths} == {"random", "bayesian", "hyperband"}
