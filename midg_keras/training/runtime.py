@@ -99,8 +99,33 @@ def distribution_strategy(config: Config):
         if config.distribute == "mirrored":
             _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
         else:
-            _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+            try:
+                _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+            except RuntimeError as error:
+                raise ConfigError(
+                    f"--distribute=multiworker: {error}. Create the strategy first "
+                    "(midg_keras.training.runtime.distribution_strategy(config)) before "
+                    "any data is read."
+                ) from None
     return _STRATEGIES[config.distribute]
+
+
+def worker_workdir(workdir: str, config: Config) -> str:
+    """Where this process writes: `workdir` on the chief, `workdir/worker_<i>` elsewhere.
+
+    Under `--distribute=multiworker` every worker runs the whole training loop, callbacks
+    included; only the chief (task `chief`, or worker 0 when the cluster has none) writes
+    to the shared `--workdir`, the others to their own subfolder, so no file is written by
+    two processes.
+    """
+    if config.distribute != "multiworker":
+        return workdir
+    resolver = distribution_strategy(config).cluster_resolver
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not has_chief):
+        return workdir
+    return os.path.join(workdir, f"{task_type}_{task_id}")
 
 
 @contextlib.contextmanager
@@ -129,12 +154,47 @@ def fit_scope(model):
     if strategy is None:
         yield
         return
+    import tensorflow as tf
+
     model._distribute_strategy = None
     try:
-        with strategy.scope():
+        with strategy.scope(), _scalar_safe_multiworker_reduction(strategy):
             yield
     finally:
         model._distribute_strategy = strategy
+
+
+@contextlib.contextmanager
+def _scalar_safe_multiworker_reduction(strategy):
+    """Works around Keras 3.15 + MultiWorkerMirroredStrategy failing on scalar logs.
+
+    Keras reduces every step's logs across workers with `strategy.reduce("MEAN", v,
+    axis=0)`, which raises "Invalid reduction dimension 0 for input with 0 dimensions" for
+    scalars such as the loss (tensorflow/tensorflow#72388). While fitting, scalars are
+    averaged over replicas with `axis=None` instead; everything else is left to Keras.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    keras_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        def reduce(value):
+            if reduction == "auto" and value.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return keras_reduce(value, strategy, reduction)
+
+        return tf.nest.map_structure(reduce, values)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = keras_reduce
 
 
 def shard_for(dataset, config: Config):

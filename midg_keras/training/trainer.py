@@ -93,6 +93,7 @@ def steps_per_epoch(config: Config, data: PreparedData) -> int:
 
 def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> dict:
     """Fits one model with seed `config.seed`; returns {"valid": ..., "test": ...} metrics."""
+    workdir = runtime.worker_workdir(workdir, config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.replace(model=model_name or config.model).to_json())

@@ -241,6 +241,7 @@ def run_search(config: Config) -> str:
     """
     check_dependencies(config.tuner)
     params = parse_search_space(config.search_space, config)
+    runtime.distribution_strategy(config)  # multi-worker: before any TensorFlow op
     _check_same_search(config, params)
     hypermodel, builder = _hypermodel(config, params)
     tuner = make_tuner(config, hypermodel)
