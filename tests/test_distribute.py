@@ -155,3 +155,32 @@ def test_distribute_needs_the_tensorflow_backend(monkeypatch):
     with pytest.raises(ConfigError, match="KERAS_BACKEND=tensorflow"):
         runtime.distribution_strategy(Config(distribute="mirrored"))
     assert runtime.distribution_strategy(Config()) is None
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, expected",
+    [
+        ({"worker": ["a:1", "b:1"]}, "worker", 0, "run"),
+        ({"worker": ["a:1", "b:1"]}, "worker", 1, "run/worker_1"),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, "run"),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, "run/worker_0"),
+        ({}, None, None, "run"),  # no TF_CONFIG: a single worker
+    ],
+)
+def test_only_the_chief_writes_to_the_shared_workdir(monkeypatch, cluster, task_type, task_id, expected):
+    class Resolver:
+        def cluster_spec(self):
+            class Spec:
+                def as_dict(self):
+                    return cluster
+
+            return Spec()
+
+    Resolver.task_type, Resolver.task_id = task_type, task_id
+
+    class Strategy:
+        cluster_resolver = Resolver()
+
+    monkeypatch.setattr(runtime, "distribution_strategy", lambda config: Strategy())
+    assert runtime.worker_workdir("run", Config(distribute="multiworker")) == expected
+    assert runtime.worker_workdir("run", Config(distribute="mirrored")) == "run"
