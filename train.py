@@ -60,6 +60,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = midg_flags.config_from_flags(FLAGS)
+        from midg_keras.training.runtime import configure_threads
+
+        configure_threads(config)
         run(config)
     except (DataError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

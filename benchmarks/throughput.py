@@ -39,7 +39,7 @@ def measure(name, samples, batch_size, steps, hidden_dim):
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
     from midg_keras.testing.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
-    from midg_keras.training import trainer
+    from midg_keras.training import runtime, trainer
 
     model_name, stride = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,6 +60,7 @@ def measure(name, samples, batch_size, steps, hidden_dim):
             hidden_dim=hidden_dim,
             verbose=0,
         ).validate()
+        runtime.configure_threads(config)  # what train.py does first
         data = prepare_data(config)
         keras.utils.set_random_seed(0)
         model = trainer.build_model(config, data)
@@ -79,6 +80,7 @@ def measure(name, samples, batch_size, steps, hidden_dim):
         "batch_size": batch_size,
         "hidden_dim": hidden_dim,
         "steps": steps,
+        "inter_op_threads": __import__("tensorflow").config.threading.get_inter_op_parallelism_threads(),
         "samples_per_second": round(steps * batch_size / seconds, 1),
         "first_fit_seconds_incl_tracing": round(warmup, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

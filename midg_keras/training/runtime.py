@@ -55,6 +55,34 @@ def gpu_available() -> bool:
     return False
 
 
+def configure_threads(config: Config):
+    """TF inter-op threads: `--inter_op_threads`, or 1 on CPU-only machines when 0 (auto).
+
+    MIDG's step is thousands of small ops; on a 2-core CPU, running independent ops in
+    parallel makes them contend for the cores and their intra-op pools. One inter-op thread
+    measured 2x faster training (benchmarks/results/throughput.md). Must run before
+    TensorFlow executes its first op; later calls keep TF's setting and say so.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    threads = config.inter_op_threads
+    if threads == 0:
+        if tf.config.list_physical_devices("GPU"):
+            return
+        threads = 1
+    if tf.config.threading.get_inter_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        print(
+            f"note: TensorFlow is already running; --inter_op_threads={threads} not applied.",
+            flush=True,
+        )
+
+
 def precision_policy_name(config: Config) -> str:
     """`--mixed_precision`, with `auto` resolved: mixed_float16 on a GPU, else float32."""
     if config.mixed_precision != "auto":
