@@ -35,6 +35,7 @@ def measure(name, samples, batch_size, steps, hidden_dim):
     """Runs in a child process: builds data and model, fits, returns the measurements."""
     sys.path.insert(0, REPO)
     import keras
+    import tensorflow as tf
 
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
@@ -80,7 +81,7 @@ def measure(name, samples, batch_size, steps, hidden_dim):
         "batch_size": batch_size,
         "hidden_dim": hidden_dim,
         "steps": steps,
-        "inter_op_threads": __import__("tensorflow").config.threading.get_inter_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "samples_per_second": round(steps * batch_size / seconds, 1),
         "first_fit_seconds_incl_tracing": round(warmup, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
