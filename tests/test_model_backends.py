@@ -3,8 +3,8 @@
 SPEC §4: one loss code path serves every backend. TensorFlow writes a tiny MIDG's weights
 and a batch; subprocesses with KERAS_BACKEND=jax / torch load them and must reproduce
 TF's predictions and every loss term; PyTorch also runs one step of Keras' own
-`train_step` (which calls `compute_loss`). JAX runs forward + `compute_loss` only: its
-first train step compiles for about a minute on a CI CPU.
+`train_step` (which calls `compute_loss`). JAX runs a jitted forward pass + `compute_loss`
+only: its first train step compiles for about a minute on a CI CPU.
 """
 
 import importlib.util
@@ -38,7 +38,17 @@ label = arrays.pop("label")
 model = MIDG(**json.load(open(os.path.join(folder, "model.json"))))
 model.build_from_config({})
 model.load_weights(os.path.join(folder, "tf.weights.h5"))
-y_pred = model(arrays, training=False)
+if keras.backend.backend() == "jax":  # jitted: also shows the forward pass traces in JAX
+    import jax
+
+    forward = jax.jit(lambda weights, state, x: model.stateless_call(weights, state, x)[0])
+    y_pred = forward(
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        arrays,
+    )
+else:
+    y_pred = model(arrays, training=False)
 loss = model.compute_loss(arrays, label, y_pred, training=False)
 numpy = keras.ops.convert_to_numpy
 result = {
