@@ -177,7 +177,8 @@ def predict(model, dataset):
     ids, labels, predictions = [], [], []
     for batch in dataset:
         inputs, label = batch[0], batch[1]
-        predictions.append(np.asarray(model(inputs, training=False)["prediction"]))
+        outputs = model(inputs, training=False)  # a grad-tracking tensor on PyTorch
+        predictions.append(keras.ops.convert_to_numpy(outputs["prediction"]))
         labels.append(np.asarray(label))
         if len(batch) > 2:
             ids.extend(v.decode() for v in np.asarray(batch[2]))
