@@ -36,7 +36,8 @@ folder = sys.argv[1]
 arrays = dict(np.load(os.path.join(folder, "batch.npz")))
 label = arrays.pop("label")
 model = MIDG(**json.load(open(os.path.join(folder, "model.json"))))
-model.build_from_config({})
+# Built by a symbolic call on the batch's shapes: no eager op-by-op pass to wait for.
+model({k: keras.KerasTensor(v.shape, dtype=str(v.dtype)) for k, v in arrays.items()})
 model.load_weights(os.path.join(folder, "tf.weights.h5"))
 if keras.backend.backend() == "jax":  # jitted: also shows the forward pass traces in JAX
     import jax

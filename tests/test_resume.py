@@ -25,6 +25,11 @@ KILLED_EPOCH = 1  # 0-based: killed after epoch 1 of 3 completed, at batch 2 of 
 # argv: workdir, source, kill_epoch (-1: never). Kills itself with SIGKILL (no cleanup runs).
 WORKER = r"""
 import os, signal, sys
+import tensorflow as tf
+
+# Grappler's graph rewrites take a fifth of each process's time and are not under test;
+# every run here is compiled the same way.
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 from midg_keras.config import Config
 from midg_keras.training import experiment, trainer
 
