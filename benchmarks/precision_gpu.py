@@ -5,7 +5,7 @@ slower). Each policy runs in its own process through the real path: an MMSA-layo
 with stock MOSI-unaligned shapes (text 50x768, audio 375x5, vision 500x20) -> `pickle:`
 source -> tf.data -> `trainer.compiled_model` (policy, LossScaleOptimizer) -> `model.fit`.
 
-    python benchmarks/precision_gpu.py                          # float32, mixed_float16, mixed_bfloat16
+    python benchmarks/precision_gpu.py          # float32, mixed_float16, mixed_bfloat16
     python benchmarks/precision_gpu.py --policies=float32,mixed_float16 --steps=200
 
 Appends one JSON line per policy to benchmarks/results/precision_gpu.jsonl and prints a
@@ -124,7 +124,10 @@ def main():
     baseline = next((r["samples_per_second"] for r in rows if r["policy"] == "float32"), None)
     print(f"Device: {rows[0]['device']}; batch {args.batch_size}, hidden {args.hidden_dim}, "
           f"{args.steps} timed steps after 5 warm-up steps.\n")  # fmt: skip
-    print("| policy | loss scaling | XLA | samples/s | vs float32 | first fit s (compile) | final loss |")
+    print(
+        "| policy | loss scaling | XLA | samples/s | vs float32 | first fit s (compile) "
+        "| final loss |"
+    )
     print("|---|---|---|---:|---:|---:|---:|")
     for r in rows:
         speedup = f"{r['samples_per_second'] / baseline:.2f}x" if baseline else "-"

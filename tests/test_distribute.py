@@ -190,7 +190,9 @@ def test_distribute_needs_the_tensorflow_backend(monkeypatch):
         ({}, None, None, "run"),  # no TF_CONFIG: a single worker
     ],
 )
-def test_only_the_chief_writes_to_the_shared_workdir(monkeypatch, cluster, task_type, task_id, expected):
+def test_only_the_chief_writes_to_the_shared_workdir(
+    monkeypatch, cluster, task_type, task_id, expected
+):
     class Resolver:
         def cluster_spec(self):
             class Spec:

@@ -157,7 +157,9 @@ def test_forward_and_compute_loss_match_tensorflow(backend_runs, tf_reference, b
     assert result["backend"] == backend
     assert set(result["outputs"]) == set(outputs)
     for name, value in outputs.items():
-        np.testing.assert_allclose(result["outputs"][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            result["outputs"][name], value, rtol=1e-4, atol=1e-5, err_msg=name
+        )
     assert result["output_dtypes"] == ["float32"]
     assert set(result["terms"]) == set(terms)
     for name, value in terms.items():
@@ -168,7 +170,8 @@ def test_forward_and_compute_loss_match_tensorflow(backend_runs, tf_reference, b
 def test_torch_train_step_runs_compute_loss(backend_runs):
     result = _result(backend_runs, "torch")
     logs = result["train_logs"]
-    for name in ("loss", "in_loss", "out_loss", "domain_loss", "decoupling_loss", "prediction_loss"):
+    terms = ("loss", "in_loss", "out_loss", "domain_loss", "decoupling_loss", "prediction_loss")
+    for name in terms:
         assert np.isfinite(logs[name]), name
     assert logs["loss"] > 0
     assert result["weights_changed"] == result["num_weights"]
@@ -187,5 +190,6 @@ def test_tf_train_step_loss_equals_compute_loss(tf_reference):
     logs = model.train_step((inputs, label))
     for name, value in expected.items():
         assert float(logs[name]) == pytest.approx(float(value), rel=1e-5), name
-    changed = sum(not np.array_equal(a, b.numpy()) for a, b in zip(weights, model.trainable_weights))
+    after = [w.numpy() for w in model.trainable_weights]
+    changed = sum(not np.array_equal(a, b) for a, b in zip(weights, after))
     assert changed > 0

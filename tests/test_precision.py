@@ -30,7 +30,8 @@ def source(tmp_path_factory):
 def test_auto_is_float16_on_gpu_and_float32_on_cpu(monkeypatch, gpu, expected):
     monkeypatch.setattr(runtime, "gpu_available", lambda: gpu)
     assert runtime.precision_policy_name(Config(mixed_precision="auto")) == expected
-    assert runtime.precision_policy_name(Config(mixed_precision="mixed_bfloat16")) == "mixed_bfloat16"
+    explicit = Config(mixed_precision="mixed_bfloat16")
+    assert runtime.precision_policy_name(explicit) == "mixed_bfloat16"
 
 
 def test_this_cpu_machine_resolves_auto_to_float32():
@@ -49,7 +50,8 @@ def test_mixed_policy_model_trains_with_float32_variables_heads_and_losses(sourc
 
     assert model.dtype_policy.name == policy
     assert {v.dtype for v in model.trainable_weights} == {"float32"}
-    low = [layer for layer in model._flatten_layers() if layer.compute_dtype == COMPUTE_DTYPES[policy]]
+    compute_dtype = COMPUTE_DTYPES[policy]
+    low = [layer for layer in model._flatten_layers() if layer.compute_dtype == compute_dtype]
     assert len(low) > 20  # encoders, attention, experts... compute in 16 bits
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (policy == "mixed_float16")
@@ -59,18 +61,21 @@ def test_mixed_policy_model_trains_with_float32_variables_heads_and_losses(sourc
     assert {keras.backend.standardize_dtype(v.dtype) for v in outputs.values()} == {"float32"}
     terms = model.loss_terms(inputs, label, outputs)
     for name, value in terms.items():
-        assert keras.backend.standardize_dtype(value.dtype) == "float32" and np.isfinite(float(value)), name
+        assert keras.backend.standardize_dtype(value.dtype) == "float32", name
+        assert np.isfinite(float(value)), name
 
     weights = [w.numpy() for w in model.trainable_weights]
     logs = model.train_step((inputs, label))
     assert math.isfinite(float(logs["loss"]))
-    changed = sum(not np.array_equal(a, b.numpy()) for a, b in zip(weights, model.trainable_weights))
+    after = [w.numpy() for w in model.trainable_weights]
+    changed = sum(not np.array_equal(a, b) for a, b in zip(weights, after))
     assert changed > len(weights) // 2
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_gradient_reversal_in_16_bits(dtype):
-    layer = GradientReversal(initial_lambda=0.5, dtype=f"mixed_{dtype}")  # as under --mixed_precision
+    # The layer's policy as under --mixed_precision: computes in 16 bits.
+    layer = GradientReversal(initial_lambda=0.5, dtype=f"mixed_{dtype}")
     layer.build((2, 3))
     x = tf.constant(np.arange(6).reshape(2, 3), dtype=dtype)
 

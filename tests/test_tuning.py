@@ -2,8 +2,8 @@
 
 One real search trains a tiny MIDG: a subprocess starts a 2-trial random search and is
 killed (SIGKILL) as the 2nd trial starts training; run again on the same workdir it keeps
-trial 0 and runs trial 1 again. The other tuners and the failure paths run keras-tuner for real around
-a stand-in fit that only scores the trial's values (no training).
+trial 0 and runs trial 1 again. The other tuners and the failure paths run keras-tuner for
+real around a stand-in fit that only scores the trial's values (no training).
 """
 
 import csv
@@ -23,7 +23,14 @@ from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.flagfile import expand_flagfiles
 from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
-from midg_keras.tuning import OBJECTIVE, TrialError, parse_search_space, run_search, search, write_flagfile
+from midg_keras.tuning import (
+    OBJECTIVE,
+    TrialError,
+    parse_search_space,
+    run_search,
+    search,
+    write_flagfile,
+)
 
 # keras-tuner 1.4.8 calls threading.currentThread().getName() (deprecated) on every trial.
 pytestmark = [
@@ -31,7 +38,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:getName:DeprecationWarning"),
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPACE = "num_experts=choice:2|3; alpha=float:0.5:2; learning_rate=float:1e-4:1e-2:log; use_moie=choice:true|false"
+SPACE = (
+    "num_experts=choice:2|3; alpha=float:0.5:2; learning_rate=float:1e-4:1e-2:log; "
+    "use_moie=choice:true|false"
+)
 
 # argv: workdir, source, kill_trial. Kills itself as that trial's fit starts.
 WORKER = r"""
@@ -86,7 +96,8 @@ def test_search_space_kinds_parse_to_the_flag_types():
         "alpha=choice:1|2", Config(num_heads=4))}  # fmt: skip
     assert params["hidden_dim"].values == (32, 64)
     assert params["num_experts"].corner_values() == [2, 4, 6, 8]
-    assert (params["dropout"].low, params["dropout"].high, params["dropout"].log) == (0.0, 0.3, False)
+    dropout = params["dropout"]
+    assert (dropout.low, dropout.high, dropout.log) == (0.0, 0.3, False)
     assert params["learning_rate"].log
     assert params["use_moie"].values == (True, False)
     assert params["decouple"].values == ("club", "kl_recon")
@@ -148,7 +159,8 @@ def test_flagfile_round_trips_every_flag_from_any_directory(tmp_path, monkeypatc
     monkeypatch.chdir(REPO)
     parsed = _parse_like_train_py(str(path))
     expected = config.replace(
-        source=f"pickle:{tmp_path}/data/a.pkl@sims,mosi/unaligned_50", manual_dir=str(tmp_path / "mmsa")
+        source=f"pickle:{tmp_path}/data/a.pkl@sims,mosi/unaligned_50",
+        manual_dir=str(tmp_path / "mmsa"),
     )
     assert parsed == expected
     assert open(path).read().startswith("# a comment\n")
@@ -180,9 +192,8 @@ def test_killed_search_resumes_where_it_stopped(resumed_search):
     config, _, state = resumed_search
     assert not state["best_written"] and not state["trial_1_done"]
     # Trial 0 was not trained again; trial 1 (cut short) was.
-    assert os.path.getmtime(os.path.join(config.workdir, "search", "trial_0", "checkpoint.weights.h5")) == (
-        state["trial_0_mtime"]
-    )
+    checkpoint = os.path.join(config.workdir, "search", "trial_0", "checkpoint.weights.h5")
+    assert os.path.getmtime(checkpoint) == state["trial_0_mtime"]
     with open(os.path.join(config.workdir, "trials.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [(r["trial_id"], r["status"]) for r in rows] == [("0", "COMPLETED"), ("1", "COMPLETED")]
@@ -200,7 +211,8 @@ def test_best_flagfile_is_accepted_by_train_py_and_holds_the_best_trial(resumed_
     assert parsed.mode == "train" and parsed.search_space == ""
     assert parsed.workdir == os.path.join(os.path.abspath(config.workdir), "best")
     assert parsed.num_experts == int(best["num_experts"])
-    assert parsed.alpha == float(best["alpha"]) and parsed.learning_rate == float(best["learning_rate"])
+    assert parsed.alpha == float(best["alpha"])
+    assert parsed.learning_rate == float(best["learning_rate"])
     assert parsed.use_moie == (best["use_moie"] == "True")
     untouched = {f.name for f in dataclasses.fields(Config)} - {
         "mode", "tuner", "max_trials", "executions_per_trial", "search_space", "workdir",
@@ -259,7 +271,9 @@ def stand_in_fit(monkeypatch):
 
 
 def test_bayesian_search_uses_the_source_validation_objective(source, tmp_path, stand_in_fit):
-    config = search_config(source, tmp_path / "tune", tuner="bayesian", max_trials=5, search_space="alpha=float:0:3")
+    config = search_config(
+        source, tmp_path / "tune", tuner="bayesian", max_trials=5, search_space="alpha=float:0:3"
+    )
     path = run_search(config)
     assert len(stand_in_fit) == 5  # 3 random starting points, then 2 from the GP
     best = _parse_like_train_py(path)
@@ -268,7 +282,9 @@ def test_bayesian_search_uses_the_source_validation_objective(source, tmp_path, 
 
 
 def test_hyperband_passes_its_epoch_budget_to_fit(source, tmp_path, stand_in_fit):
-    config = search_config(source, tmp_path / "tune", tuner="hyperband", epochs=4, search_space="alpha=float:0:3")
+    config = search_config(
+        source, tmp_path / "tune", tuner="hyperband", epochs=4, search_space="alpha=float:0:3"
+    )
     run_search(config)
     epochs = sorted({kwargs["epochs"] for _, kwargs in stand_in_fit})
     assert epochs[-1] == 4 and len(epochs) > 1  # brackets train for growing budgets
@@ -282,12 +298,15 @@ def test_a_failing_trial_fails_the_search_loudly(source, tmp_path, stand_in_fit,
 
     monkeypatch.setattr(search.MIDGHyperModel, "fit", broken_fit)
     config = search_config(source, tmp_path / "tune", search_space="alpha=float:0:3")
-    with pytest.raises(TrialError, match=r"tuning trial with alpha=.* failed: RuntimeError: out of memory"):
+    message = r"tuning trial with alpha=.* failed: RuntimeError: out of memory"
+    with pytest.raises(TrialError, match=message):
         run_search(config)
     assert not os.path.exists(os.path.join(config.workdir, "best.flags"))
 
 
-def test_bad_data_in_a_trial_surfaces_as_the_data_error(source, tmp_path, stand_in_fit, monkeypatch):
+def test_bad_data_in_a_trial_surfaces_as_the_data_error(
+    source, tmp_path, stand_in_fit, monkeypatch
+):
     def bad_data(config):
         raise DataError("contains NaN", file="x.pkl", split="train", key="audio")
 
@@ -303,7 +322,10 @@ def test_missing_bayesian_dependencies_are_named(monkeypatch):
     search.check_dependencies("random")
 
 
-@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(REPO, "configs", "tune_*.flags"))))
+TUNE_FLAGFILES = sorted(glob.glob(os.path.join(REPO, "configs", "tune_*.flags")))
+
+
+@pytest.mark.parametrize("flagfile", TUNE_FLAGFILES)
 def test_shipped_tune_flagfiles_declare_valid_searches(flagfile):
     config = _parse_like_train_py(flagfile)
     assert config.mode == "tune"

@@ -218,7 +218,8 @@ def _check_same_search(config: Config, params):
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        keys = set(previous) | set(settings)
+        changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
         if changed:
             raise ConfigError(
                 f"{config.workdir} holds a search started with other settings "
@@ -246,7 +247,8 @@ def run_search(config: Config) -> str:
     hypermodel, builder = _hypermodel(config, params)
     tuner = make_tuner(config, hypermodel)
     builder.searching = True
-    tensorboard = keras.callbacks.TensorBoard(os.path.join(config.workdir, "logs"), write_graph=False)
+    logs = os.path.join(config.workdir, "logs")
+    tensorboard = keras.callbacks.TensorBoard(logs, write_graph=False)
     try:
         tuner.search(epochs=config.epochs, callbacks=[tensorboard], verbose=config.verbose)
     except TrialError as error:

@@ -66,7 +66,8 @@ class Param:
         elif self.kind == "int":
             value = hp.Int(self.name, int(self.low), int(self.high), step=self.step)
         else:
-            value = hp.Float(self.name, self.low, self.high, sampling="log" if self.log else "linear")
+            sampling = "log" if self.log else "linear"
+            value = hp.Float(self.name, self.low, self.high, sampling=sampling)
         return type(_FIELDS[self.name].default)(value)
 
     def corner_values(self):
@@ -124,7 +125,9 @@ def _parse_item(item):
     if kind == "choice":
         values = tuple(_parse_scalar(name, v, item) for v in rest.split("|") if v.strip())
         if not values or len(set(values)) != len(values):
-            raise ConfigError(f"--search_space item {item!r}: list distinct values, e.g. choice:a|b.")
+            raise ConfigError(
+                f"--search_space item {item!r}: list distinct values, e.g. choice:a|b."
+            )
         return Param(name, "choice", values=values)
     parts = [p.strip() for p in rest.split(":")]
     if kind == "int":
