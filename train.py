@@ -60,9 +60,10 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = midg_flags.config_from_flags(FLAGS)
-        from midg_keras.training.runtime import configure_threads
+        from midg_keras.training import runtime
 
-        configure_threads(config)
+        runtime.configure_threads(config)
+        runtime.distribution_strategy(config)  # multi-worker: before any TensorFlow op
         run(config)
     except (DataError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

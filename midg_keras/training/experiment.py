@@ -11,7 +11,7 @@ import os
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
-from midg_keras.training import report, trainer
+from midg_keras.training import report, runtime, trainer
 
 MODEL_TITLES = {"midg": "MIDG", "erm": "ERM (late fusion)"}
 
@@ -34,6 +34,7 @@ def run(config: Config, evaluate_only=False, log=print) -> dict:
     data = None
     for seed in config.seed_list():
         seeded = config.replace(seed=seed)
+        runtime.seed_everything(seeded)  # the pipeline's shuffle draws from the global seed too
         data = prepare_data(seeded)
         for name in results:
             workdir = run_workdir(config, name, seed)
