@@ -49,6 +49,7 @@ import os, signal, sys
 import tensorflow as tf
 
 tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})  # quicker
+from midg_keras.training import trainer
 from midg_keras.tuning import search
 sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
 from test_tuning import search_config
@@ -57,14 +58,14 @@ workdir, source, kill_trial = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fits = []
 
 
-class KillInTrial(search.StopOnNonFiniteLoss):
+class KillInTrial(trainer.StopOnNonFiniteLoss):
     def on_train_begin(self, logs=None):
         fits.append(1)
         if len(fits) == kill_trial + 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-search.StopOnNonFiniteLoss = KillInTrial
+trainer.StopOnNonFiniteLoss = KillInTrial  # created by trainer.fit_callbacks for each trial
 search.run_search(search_config(source, workdir))
 """
 

@@ -85,6 +85,22 @@ def compiled_model(config: Config, data: PreparedData, model_name=None):
     return model
 
 
+def fit_callbacks(model, config: Config, steps: int) -> list:
+    """What every fit of `model` needs: the NaN stop and, for MIDG, the λ schedule."""
+    callbacks = [StopOnNonFiniteLoss()]
+    if isinstance(model, MIDG):
+        callbacks.append(
+            GradientReversalSchedule(
+                model.gradient_reversal,
+                steps_per_epoch=steps,
+                epochs=config.epochs,
+                max_lambda=config.grl_max,
+                schedule=config.grl_schedule,
+            )
+        )
+    return callbacks
+
+
 def steps_per_epoch(config: Config, data: PreparedData) -> int:
     examples = sum(source.num_examples["train"] for source in data.sources)
     steps = math.ceil(examples / config.batch_size)
@@ -105,8 +121,7 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
     resume = runtime.resume_state(backup_dir, history_path, SELECTION_METRIC)
     # One shuffled stream for all epochs: a resumed run skips exactly the batches it saw.
     train_data = runtime.shard_for(data.train.repeat().skip(resume.epoch * steps), config)
-    callbacks = [
-        StopOnNonFiniteLoss(),
+    callbacks = fit_callbacks(model, config, steps) + [
         keras.callbacks.ModelCheckpoint(
             os.path.join(workdir, MODEL_FILE),
             monitor=SELECTION_METRIC,
@@ -118,16 +133,6 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
         runtime.ResumableBackup(backup_dir),
     ]
-    if isinstance(model, MIDG):
-        callbacks.append(
-            GradientReversalSchedule(
-                model.gradient_reversal,
-                steps_per_epoch=steps,
-                epochs=config.epochs,
-                max_lambda=config.grl_max,
-                schedule=config.grl_schedule,
-            )
-        )
     if config.patience:
         callbacks.append(
             runtime.ResumableEarlyStopping(

@@ -35,9 +35,7 @@ import keras
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.data.pipeline import prepare_data
-from midg_keras.models import MIDG
 from midg_keras.training import runtime, trainer
-from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
 from midg_keras.tuning.space import parse_search_space
 
 OBJECTIVE = "val_prediction_loss"
@@ -128,17 +126,7 @@ class MIDGHyperModel:
         with _trial_errors(config, self.params):
             data = self.data_for(config)
             steps = trainer.steps_per_epoch(config, data)
-            callbacks = [StopOnNonFiniteLoss(), *callbacks]
-            if isinstance(model, MIDG):
-                callbacks.append(
-                    GradientReversalSchedule(
-                        model.gradient_reversal,
-                        steps_per_epoch=steps,
-                        epochs=config.epochs,
-                        max_lambda=config.grl_max,
-                        schedule=config.grl_schedule,
-                    )
-                )
+            callbacks = [*trainer.fit_callbacks(model, config, steps), *callbacks]
             if config.patience:
                 callbacks.append(
                     keras.callbacks.EarlyStopping(
