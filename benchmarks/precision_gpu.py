@@ -34,9 +34,9 @@ def measure(policy, samples, batch_size, steps, hidden_dim):
     import keras
     import tensorflow as tf
 
+    from benchmarks import common
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
-    from midg_keras.testing.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
     from midg_keras.training import runtime, trainer
 
     class LastLoss(keras.callbacks.Callback):
@@ -44,16 +44,7 @@ def measure(policy, samples, batch_size, steps, hidden_dim):
             self.last_loss = float(logs["loss"])
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mosi_unaligned_50.pkl")
-        write_pickle(
-            make_fake_mmsa(
-                "mosi_unaligned",
-                sizes=(samples, batch_size, batch_size),
-                dims=STOCK_DIMS["mosi_unaligned"],
-                lengths=STOCK_LENGTHS["mosi_unaligned"],
-            ),
-            path,
-        )
+        path = common.write_mosi_unaligned_pickle(tmp, samples, batch_size)
         config = Config(
             source=f"pickle:{path}",
             mixed_precision=policy,
@@ -66,12 +57,9 @@ def measure(policy, samples, batch_size, steps, hidden_dim):
         model = trainer.compiled_model(config, data)
         train = data.train.repeat()
         last_loss = LastLoss()
-        start = time.perf_counter()
-        model.fit(train, epochs=1, steps_per_epoch=5, verbose=0)  # traces (and compiles)
-        warmup = time.perf_counter() - start
-        start = time.perf_counter()
-        model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[last_loss])
-        seconds = time.perf_counter() - start
+        warmup, seconds = common.timed_fit(
+            model, train, steps, warmup_steps=5, callbacks=[last_loss]
+        )
         gpus = tf.config.list_physical_devices("GPU")
         details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
     return {

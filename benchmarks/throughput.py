@@ -37,22 +37,14 @@ def measure(name, samples, batch_size, steps, hidden_dim):
     import keras
     import tensorflow as tf
 
+    from benchmarks import common
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
-    from midg_keras.testing.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
     from midg_keras.training import runtime, trainer
 
     model_name, stride = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mosi_unaligned_50.pkl")
-        raw = make_fake_mmsa(
-            "mosi_unaligned",
-            sizes=(samples, batch_size, batch_size),
-            dims=STOCK_DIMS["mosi_unaligned"],
-            lengths=STOCK_LENGTHS["mosi_unaligned"],
-        )
-        write_pickle(raw, path)
-        del raw
+        path = common.write_mosi_unaligned_pickle(tmp, samples, batch_size)
         config = Config(
             source=f"pickle:{path}",
             model=model_name,
@@ -67,12 +59,7 @@ def measure(name, samples, batch_size, steps, hidden_dim):
         model = trainer.build_model(config, data)
         model.compile(optimizer=trainer.make_optimizer(config))
         train = data.train.repeat()
-        start = time.perf_counter()
-        model.fit(train, epochs=1, steps_per_epoch=3, verbose=0)  # traces the step
-        warmup = time.perf_counter() - start
-        start = time.perf_counter()
-        model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
-        seconds = time.perf_counter() - start
+        warmup, seconds = common.timed_fit(model, train, steps)
     return {
         "config": name,
         "model": model_name,

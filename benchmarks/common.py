@@ -1,0 +1,31 @@
+"""What the hand-run benchmarks share: stock-shaped MOSI-unaligned data and a timed fit."""
+
+import os
+import time
+
+from midg_keras.testing.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
+
+
+def write_mosi_unaligned_pickle(directory, samples, batch_size):
+    """An MMSA-layout pickle with MOSI-unaligned dims and lengths; returns its path."""
+    path = os.path.join(directory, "mosi_unaligned_50.pkl")
+    write_pickle(
+        make_fake_mmsa(
+            "mosi_unaligned",
+            sizes=(samples, batch_size, batch_size),
+            dims=STOCK_DIMS["mosi_unaligned"],
+            lengths=STOCK_LENGTHS["mosi_unaligned"],
+        ),
+        path,
+    )
+    return path
+
+
+def timed_fit(model, train, steps, warmup_steps=3, callbacks=()):
+    """(seconds of a warm-up fit that traces the step, seconds of `steps` timed steps)."""
+    start = time.perf_counter()
+    model.fit(train, epochs=1, steps_per_epoch=warmup_steps, verbose=0)
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
+    return warmup, time.perf_counter() - start
