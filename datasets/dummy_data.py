@@ -29,7 +29,10 @@ DUMMY_FILES = {
 }
 
 
-def write_dummy_data(root=os.path.dirname(os.path.abspath(__file__))):
+DATASETS_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def write_dummy_data(root=DATASETS_ROOT):
     """Writes every dummy pickle under `root/<builder>/dummy_data/`; returns their paths."""
     paths = []
     for builder, files in DUMMY_FILES.items():

@@ -79,8 +79,7 @@ def record_split_statistics(metadata, splits):
 
 def keyed_examples(split_arrays):
     """(key, example) pairs of one split, keyed by row: file order is the canonical order."""
-    for index, example in enumerate(split_arrays.examples()):
-        yield index, example
+    yield from enumerate(split_arrays.examples())
 
 
 @dataclasses.dataclass(eq=False)

@@ -39,7 +39,9 @@ class Config:
         "Test data (an unseen domain) in the same syntax; empty = the source's own test split.",
     )
     data_dir: str = _field("", "TFDS data_dir (default: TFDS' own, ~/tensorflow_datasets).")
-    manual_dir: str = _field("", "Folder holding the MMSA pickles for the mosi/mosei/sims builders.")
+    manual_dir: str = _field(
+        "", "Folder holding the MMSA pickles for the mosi/mosei/sims builders."
+    )
     nan_to_num: bool = _field(False, "Map NaN/inf features to 0 (counted) instead of failing.")
     harmonize: str = _field(
         "none",
@@ -52,8 +54,9 @@ class Config:
     # Model (SPEC §3).
     model: str = _field("midg", "`midg` or the `erm` late-fusion baseline.", ("midg", "erm"))
     baselines: str = _field(
-        "", "Comma-separated models (e.g. `erm`) also trained on the same data and seeds and "
-        "reported beside --model."
+        "",
+        "Comma-separated models (e.g. `erm`) also trained on the same data and seeds and "
+        "reported beside --model.",
     )
     hidden_dim: int = _field(128, "Width d of every representation.")
     encoder_layers: int = _field(1, "Transformer blocks per modality encoder.")
@@ -101,7 +104,9 @@ class Config:
     )
     reg_loss: str = _field("mse", "Regression loss.", ("mse", "l1"))
     inference_path: str = _field(
-        "out", "Prediction used for evaluation and serving (paper §4.3: out).", ("out", "blend", "in")
+        "out",
+        "Prediction used for evaluation and serving (paper §4.3: out).",
+        ("out", "blend", "in"),
     )
     domain_labels: str = _field(
         "stream",
@@ -171,9 +176,11 @@ class Config:
             if choices and value not in choices:
                 raise ConfigError(f"--{f.name}={value!r}: choose one of {', '.join(choices)}.")
         modalities = self.modality_list()
-        if not modalities or any(m not in MODALITIES for m in modalities) or len(
-            set(modalities)
-        ) != len(modalities):
+        if (
+            not modalities
+            or any(m not in MODALITIES for m in modalities)
+            or len(set(modalities)) != len(modalities)
+        ):
             raise ConfigError(
                 f"--modalities={self.modalities!r}: give a non-empty subset of t,a,v, e.g. t,a,v or t."
             )
@@ -202,13 +209,17 @@ class Config:
             raise ConfigError("--alpha and --beta must be >= 0 and not both 0.")
         unknown = [m for m in self.model_list() if m not in ("midg", "erm")]
         if unknown:
-            raise ConfigError(f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use midg or erm.")
+            raise ConfigError(
+                f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use midg or erm."
+            )
         try:
             self.seed_list()
         except ValueError:
             raise ConfigError(f"--seeds={self.seeds!r}: give comma-separated integers.") from None
         if self.domain_labels == "source" and len(self.source.split(",")) < 2:
-            raise ConfigError("--domain_labels=source needs several comma-separated --source datasets.")
+            raise ConfigError(
+                "--domain_labels=source needs several comma-separated --source datasets."
+            )
         return self
 
     def to_json(self):
@@ -224,4 +235,3 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
-

@@ -139,13 +139,9 @@ def domain_bce_with_logits(domain_labels, logits):
     if len(logits.shape) == 1 or logits.shape[-1] == 1:
         labels = ops.reshape(_float32(domain_labels), (-1,))
         logits = ops.reshape(logits, (-1,))
-        return ops.mean(
-            ops.binary_crossentropy(labels, logits, from_logits=True)
-        )
+        return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
     labels = ops.reshape(ops.cast(domain_labels, "int32"), (-1,))
-    return ops.mean(
-        ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    )
+    return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
 
 def load_balance_loss(router_probs, expert_mask):
@@ -171,4 +167,3 @@ def load_balance_loss(router_probs, expert_mask):
     fraction_routed = ops.mean(expert_mask / ops.maximum(assignments, 1.0), axis=0)
     mean_probs = ops.mean(router_probs, axis=0)
     return float(num_experts) * ops.sum(fraction_routed * mean_probs)
-

@@ -22,8 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from midg_keras import losses
 from midg_keras import layers as midg_layers
+from midg_keras import losses
 
 BATCH, LENGTH, FEATURES, HIDDEN = 2, 7, 5, 8
 
@@ -68,9 +68,7 @@ def run(layer, *args, **kwargs):
 
     @jax.jit
     def forward(trainable, non_trainable, args, arrays):
-        outputs, _ = layer.stateless_call(
-            trainable, non_trainable, *args, **arrays, **static
-        )
+        outputs, _ = layer.stateless_call(trainable, non_trainable, *args, **arrays, **static)
         return outputs
 
     return forward(
@@ -101,11 +99,7 @@ def gradient(fn, x):
         import jax
         import jax.numpy as jnp
 
-        return _numpy(
-            jax.jit(jax.grad(lambda v: jnp.sum(fn(v).astype("float32"))))(
-                jnp.asarray(x)
-            )
-        )
+        return _numpy(jax.jit(jax.grad(lambda v: jnp.sum(fn(v).astype("float32"))))(jnp.asarray(x)))
     if backend == "torch":
         import torch
 
@@ -129,9 +123,7 @@ def check_forward():
         steps = math.ceil(LENGTH / stride)
         _check(sequence.shape == (BATCH, steps, HIDDEN), f"encoder shape {sequence.shape}")
         lengths = _numpy(sequence_mask).sum(axis=1).tolist()
-        _check(
-            lengths == [steps, math.ceil(3 / stride)], f"encoder mask lengths {lengths}"
-        )
+        _check(lengths == [steps, math.ceil(3 / stride)], f"encoder mask lengths {lengths}")
         _check(
             np.all(_numpy(sequence)[~_numpy(sequence_mask)] == 0.0),
             "encoder padding not zero",
@@ -142,9 +134,7 @@ def check_forward():
     block = midg_layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16)
     _check_finite("TransformerEncoderBlock", run(block, sequence, mask=mask))
 
-    z, mean, log_var = run(
-        midg_layers.GaussianEncoder(4, seed=0), sequence, training=True
-    )
+    z, mean, log_var = run(midg_layers.GaussianEncoder(4, seed=0), sequence, training=True)
     _check(z.shape == (BATCH, LENGTH, 4), "GaussianEncoder shape")
     _check_finite("GaussianEncoder", z, mean, log_var)
 
@@ -152,9 +142,7 @@ def check_forward():
     _check_finite("ClubEstimator", *terms.values())
 
     # The default mode runs every term (the other modes drop some).
-    outputs = run(
-        midg_layers.InformationDecoupling(4, seed=0), sequence, mask=mask, training=True
-    )
+    outputs = run(midg_layers.InformationDecoupling(4, seed=0), sequence, mask=mask, training=True)
     _check(outputs["in_domain"].shape == (BATCH, LENGTH, 4), "decoupling shape")
     _check(
         all(_numpy(outputs[k]).shape == () for k in ("loss", "kl", "reconstruction", "club")),
@@ -162,9 +150,7 @@ def check_forward():
     )
     _check_finite("InformationDecoupling", *outputs.values())
 
-    pooled = run(
-        midg_layers.MaskedMeanPooling(), sequence, mask=_mask([LENGTH, 0], LENGTH)
-    )
+    pooled = run(midg_layers.MaskedMeanPooling(), sequence, mask=_mask([LENGTH, 0], LENGTH))
     _check(np.all(_numpy(pooled)[1] == 0.0), "pooling of an empty row must be 0")
 
     fused = rng.normal(size=(BATCH, 3 * HIDDEN)).astype("float32")
@@ -173,9 +159,7 @@ def check_forward():
         nonzero = (_numpy(gates) > 0).sum(axis=1)
         _check(np.all(nonzero == (top_k or 4)), f"router top_k={top_k}: {nonzero}")
         _check(np.allclose(_numpy(gates).sum(axis=1), 1.0, atol=1e-5), "gates sum")
-        experts = run(
-            midg_layers.MixtureOfInvariantExperts(4, HIDDEN, top_k=top_k), fused
-        )
+        experts = run(midg_layers.MixtureOfInvariantExperts(4, HIDDEN, top_k=top_k), fused)
         _check(experts["output"].shape == (BATCH, HIDDEN), "MoIE shape")
         _check_finite("MixtureOfInvariantExperts", *experts.values(), aux_loss)
 
@@ -259,9 +243,7 @@ def check_saved_model():
     experts = midg_layers.MixtureOfInvariantExperts(3, 4, top_k=2)(pooled)
     reversed_output = midg_layers.GradientReversal()(experts["output"])
     logits = midg_layers.DomainDiscriminator(4)(reversed_output)
-    model = keras.Model(
-        [features, mask], {"logits": logits, "decoupling_loss": decoupled["loss"]}
-    )
+    model = keras.Model([features, mask], {"logits": logits, "decoupling_loss": decoupled["loss"]})
 
     inputs = [
         np.random.default_rng(3).normal(size=(BATCH, LENGTH, FEATURES)).astype("float32"),

@@ -6,16 +6,13 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
-from keras import tree
+from keras import ops, tree
 
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 def random_sequence(batch_size, length, dim, seed=0):
-    return np.random.default_rng(seed).normal(size=(batch_size, length, dim)).astype(
-        "float32"
-    )
+    return np.random.default_rng(seed).normal(size=(batch_size, length, dim)).astype("float32")
 
 
 def length_mask(lengths, max_length):
@@ -106,9 +103,7 @@ def _check_every_weight_gets_gradient(layer, inputs):
             ]
         )
     gradients = tape.gradient(total, [w.value for w in layer.trainable_weights])
-    missing = [
-        w.path for w, g in zip(layer.trainable_weights, gradients) if g is None
-    ]
+    missing = [w.path for w, g in zip(layer.trainable_weights, gradients) if g is None]
     assert not missing, f"weights without a gradient: {missing}"
 
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from datasets.synthetic import Synthetic
-from datasets.synthetic import generate
+from datasets.synthetic import Synthetic, generate
 from midg_keras.data.mmsa import load_mmsa_pickle
 
 tfds.disable_progress_bar()

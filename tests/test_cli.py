@@ -38,7 +38,9 @@ def test_inspect_accepts_every_real_layout(tmp_path):
     result = run_cli("--mode=inspect", "--source=" + ",".join(sources))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("source pickle:") == 5
-    assert "train" in result.stdout and "validation" in result.stdout and "-inf fixed" in result.stdout
+    assert (
+        "train" in result.stdout and "validation" in result.stdout and "-inf fixed" in result.stdout
+    )
 
 
 def _bad_files(tmp_path):

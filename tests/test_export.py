@@ -75,8 +75,13 @@ def exported(tmp_path_factory):
     config = Config(source="pickle:/data/mosi.pkl@mosi", **TINY)
     model = save_run(workdir, DIMS, config)
     result = run(
-        [sys.executable, "train.py", "--mode=export", f"--workdir={workdir}",
-         f"--export_dir={export_dir}"]
+        [
+            sys.executable,
+            "train.py",
+            "--mode=export",
+            f"--workdir={workdir}",
+            f"--export_dir={export_dir}",
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return {"workdir": workdir, "export_dir": export_dir, "model": model, "stdout": result.stdout}
@@ -126,8 +131,16 @@ def test_fresh_process_load_matches_keras_y_out(exported, tmp_path):
         """
     )
     path = os.path.join(exported["export_dir"], "1")
-    result = run([sys.executable, "-c", script, path, str(tmp_path / "inputs.npz"),
-                  str(tmp_path / "outputs.npz")])
+    result = run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            path,
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "outputs.npz"),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = np.load(tmp_path / "outputs.npz")
     expected = keras_y_out(exported["model"], batch)
@@ -150,10 +163,20 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     np.savez(npz, **batch)
     outdir = tmp_path / "out"
     ran = run(
-        ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve",
-         "--signature_def", "serving_default",
-         "--inputs", ";".join(f"{name}={npz}[{name}]" for name in INPUT_NAMES),
-         "--outdir", str(outdir)]
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            ";".join(f"{name}={npz}[{name}]" for name in INPUT_NAMES),
+            "--outdir",
+            str(outdir),
+        ]
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     sentiment = np.load(outdir / "sentiment.npy")
@@ -228,8 +251,12 @@ def test_mixed_precision_subset_model_serves_float32_and_ignores_unused_inputs(t
     workdir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
     dims = {"text": 16, "audio": 5}
     config = Config(
-        source="pickle:/d/mosi.pkl@mosi", target="pickle:/d/sims.pkl@sims", modalities="t,a",
-        harmonize="pad", mixed_precision="mixed_float16", **TINY,
+        source="pickle:/d/mosi.pkl@mosi",
+        target="pickle:/d/sims.pkl@sims",
+        modalities="t,a",
+        harmonize="pad",
+        mixed_precision="mixed_float16",
+        **TINY,
     )
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")

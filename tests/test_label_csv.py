@@ -14,7 +14,17 @@ from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 REAL_DATA = "/work/shared/real_data"
 MOSI_CSV = os.path.join(REAL_DATA, "mosi", "mosi_label_mmsa_format_DERIVED.csv")
 SIMS_CSV = os.path.join(REAL_DATA, "simsv2", "simsv2s_labels_DERIVED.csv")
-MMSA_COLUMNS = ["video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode"]
+MMSA_COLUMNS = [
+    "video_id",
+    "clip_id",
+    "text",
+    "label",
+    "label_T",
+    "label_A",
+    "label_V",
+    "annotation",
+    "mode",
+]
 FILE_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 
 
@@ -103,9 +113,30 @@ def test_real_sims_v2_label_csv_without_text():
 
 def test_columns_in_any_order_with_extra_columns(tmp_path):
     rows = [
-        {"video_id": "v1", "clip_id": "3", "text": "a, quoted text", "label": "1.4", "mode": "train", "start": "1.0"},
-        {"video_id": "v1", "clip_id": "4", "text": "b", "label": "-3", "mode": "valid", "start": "2.0"},
-        {"video_id": "v2", "clip_id": "1", "text": "c", "label": "0", "mode": "test", "start": "3.0"},
+        {
+            "video_id": "v1",
+            "clip_id": "3",
+            "text": "a, quoted text",
+            "label": "1.4",
+            "mode": "train",
+            "start": "1.0",
+        },
+        {
+            "video_id": "v1",
+            "clip_id": "4",
+            "text": "b",
+            "label": "-3",
+            "mode": "valid",
+            "start": "2.0",
+        },
+        {
+            "video_id": "v2",
+            "clip_id": "1",
+            "text": "c",
+            "label": "0",
+            "mode": "test",
+            "start": "3.0",
+        },
     ]
     columns = ["mode", "start", "label", "clip_id", "text", "video_id", "annotation"]
     splits = read_label_csv(_write_csv(tmp_path / "label.csv", rows, columns))
@@ -129,8 +160,26 @@ def test_skip_modes(tmp_path):
 
 def _good_rows():
     return [
-        {"video_id": "v", "clip_id": "1", "text": "x", "label": "1.2", "mode": "train", "label_T": "1", "label_A": "0.5", "label_V": "0"},
-        {"video_id": "v", "clip_id": "2", "text": "y", "label": "-0.4", "mode": "test", "label_T": "1", "label_A": "0.5", "label_V": "0"},
+        {
+            "video_id": "v",
+            "clip_id": "1",
+            "text": "x",
+            "label": "1.2",
+            "mode": "train",
+            "label_T": "1",
+            "label_A": "0.5",
+            "label_V": "0",
+        },
+        {
+            "video_id": "v",
+            "clip_id": "2",
+            "text": "y",
+            "label": "-0.4",
+            "mode": "test",
+            "label_T": "1",
+            "label_A": "0.5",
+            "label_V": "0",
+        },
     ]
 
 
@@ -142,43 +191,77 @@ def _with(index, **cells):
 
 CSV_ERRORS = [
     pytest.param(
-        _good_rows(), [c for c in MMSA_COLUMNS if c != "label"], None,
-        ["key 'label': missing column (the header has video_id, clip_id, text, label_T", "Fix: write the MMSA columns"],
+        _good_rows(),
+        [c for c in MMSA_COLUMNS if c != "label"],
+        None,
+        [
+            "key 'label': missing column (the header has video_id, clip_id, text, label_T",
+            "Fix: write the MMSA columns",
+        ],
         id="missing_column",
     ),
     pytest.param(
-        _with(1, label="positive"), MMSA_COLUMNS, None,
-        ["key 'label', sample line 3 (id 'v$_$2'): 'positive' is not a number", "Fix: write the label as a number"],
+        _with(1, label="positive"),
+        MMSA_COLUMNS,
+        None,
+        [
+            "key 'label', sample line 3 (id 'v$_$2'): 'positive' is not a number",
+            "Fix: write the label as a number",
+        ],
         id="non_numeric_label",
     ),
     pytest.param(
-        _with(0, label_A="n/a"), MMSA_COLUMNS, None,
+        _with(0, label_A="n/a"),
+        MMSA_COLUMNS,
+        None,
         ["key 'label_A', sample line 2 (id 'v$_$1'): 'n/a' is not a number"],
         id="non_numeric_unimodal_label",
     ),
     pytest.param(
-        _with(0, label="nan"), MMSA_COLUMNS, None,
+        _with(0, label="nan"),
+        MMSA_COLUMNS,
+        None,
         ["key 'label', sample line 2 (id 'v$_$1'): label is nan", "Fix: fill in the label"],
         id="nan_label",
     ),
     pytest.param(
-        _with(1, mode="dev"), MMSA_COLUMNS, None,
-        ["key 'mode', sample line 3 (id 'v$_$2'): unknown mode 'dev'", "Fix: use train, valid or test"],
+        _with(1, mode="dev"),
+        MMSA_COLUMNS,
+        None,
+        [
+            "key 'mode', sample line 3 (id 'v$_$2'): unknown mode 'dev'",
+            "Fix: use train, valid or test",
+        ],
         id="unknown_mode",
     ),
     pytest.param(
-        _with(1, clip_id="1"), MMSA_COLUMNS, None,
-        ["key 'clip_id', sample line 3 (id 'v$_$1'): duplicate id, first on line 2", "Fix: keep one row per clip"],
+        _with(1, clip_id="1"),
+        MMSA_COLUMNS,
+        None,
+        [
+            "key 'clip_id', sample line 3 (id 'v$_$1'): duplicate id, first on line 2",
+            "Fix: keep one row per clip",
+        ],
         id="duplicate_id",
     ),
     pytest.param(
-        _with(1, label_V=""), MMSA_COLUMNS, None,
-        ["key 'label_V', sample line 3 (id 'v$_$2'): empty on 1 of 2 rows", "Fix: fill label_V on every row"],
+        _with(1, label_V=""),
+        MMSA_COLUMNS,
+        None,
+        [
+            "key 'label_V', sample line 3 (id 'v$_$2'): empty on 1 of 2 rows",
+            "Fix: fill label_V on every row",
+        ],
         id="unimodal_label_partly_empty",
     ),
     pytest.param(
-        _good_rows(), MMSA_COLUMNS, "sims",
-        ["key 'label', sample line 2 (id 'v$_$1'): label 1.2 is outside [-1, 1], the range of the assumed family 'sims'", "`@mosi`"],
+        _good_rows(),
+        MMSA_COLUMNS,
+        "sims",
+        [
+            "key 'label', sample line 2 (id 'v$_$1'): label 1.2 is outside [-1, 1], the range of the assumed family 'sims'",
+            "`@mosi`",
+        ],
         id="label_outside_family_range",
     ),
 ]
@@ -214,7 +297,9 @@ def test_join_replaces_labels_and_text_in_feature_order(tmp_path):
     for file_split, split in FILE_SPLITS.items():
         before, after = splits[split], joined[split]
         assert after.ids == before.ids
-        np.testing.assert_allclose(after.label, -np.round(raw[file_split]["regression_labels"], 1), atol=1e-6)
+        np.testing.assert_allclose(
+            after.label, -np.round(raw[file_split]["regression_labels"], 1), atol=1e-6
+        )
         assert after.raw_text == [f"csv text {sample_id}" for sample_id in before.ids]
         assert after.audio is before.audio  # features are not copied
         assert after.unimodal_labels == {}
@@ -228,7 +313,9 @@ def test_join_takes_sims_unimodal_labels_and_keeps_text_without_text_column(tmp_
     joined = join_label_csv(splits, _write_csv(tmp_path / "label.csv", _rows_of(raw), columns))
     after = joined["test"]
     assert after.raw_text == splits["test"].raw_text
-    np.testing.assert_allclose(after.unimodal_labels["label_v"], -raw["test"]["regression_labels_V"], atol=1e-6)
+    np.testing.assert_allclose(
+        after.unimodal_labels["label_v"], -raw["test"]["regression_labels_V"], atol=1e-6
+    )
 
 
 def test_join_reports_ids_in_only_one_of_features_and_csv(tmp_path):
@@ -244,7 +331,10 @@ def test_join_reports_ids_in_only_one_of_features_and_csv(tmp_path):
         join_label_csv(splits, path)
     message = str(info.value)
     assert message.startswith(f"DataError: {path}: split 'train', key 'id': ")
-    assert f"1 feature ids are not in the csv (e.g. '{moved_id}' [in the csv's 'test' split])" in message
+    assert (
+        f"1 feature ids are not in the csv (e.g. '{moved_id}' [in the csv's 'test' split])"
+        in message
+    )
     assert "Fix: use the label.csv of the same dataset" in message
     with pytest.raises(DataError) as info:
         join_label_csv({"test": splits["test"]}, path)

@@ -4,9 +4,7 @@ import pytest
 import tensorflow as tf
 
 from midg_keras.layers import ClubEstimator
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 
 @pytest.mark.parametrize("with_mask", [True, False])
@@ -29,9 +27,7 @@ def _variational_parameters(club, x):
         return inputs @ kernel + bias
 
     mean = dense(np.maximum(dense(x, club.mean_hidden), 0), club.mean_output)
-    log_var = np.tanh(
-        dense(np.maximum(dense(x, club.log_var_hidden), 0), club.log_var_output)
-    )
+    log_var = np.tanh(dense(np.maximum(dense(x, club.log_var_hidden), 0), club.log_var_output))
     return mean, log_var
 
 

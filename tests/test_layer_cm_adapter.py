@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from midg_keras.layers import CMAdapter
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 
 @pytest.mark.parametrize("with_masks", [True, False])
@@ -32,7 +30,9 @@ def test_target_gated_residual_injection():
     target, context = random_sequence(2, 3, 8), random_sequence(2, 5, 8, seed=1)
     adapter = CMAdapter(hidden_dim=8, num_heads=2)
     outputs = np.asarray(adapter(target, context))
-    injected = np.asarray(adapter.mlp_output(adapter.mlp_hidden(adapter.attention(target, context))))
+    injected = np.asarray(
+        adapter.mlp_output(adapter.mlp_hidden(adapter.attention(target, context)))
+    )
     gate = _sigmoid(target @ np.asarray(adapter.gate.kernel) + np.asarray(adapter.gate.bias))
     np.testing.assert_allclose(outputs, target + gate * injected, rtol=1e-5, atol=1e-5)
 

@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from midg_keras.layers import CrossModalAttention
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 
 @pytest.mark.parametrize("with_masks", [True, False])
@@ -68,9 +66,7 @@ def test_fully_masked_context_row_gives_zeros_not_nan():
     query, context = random_sequence(2, 3, 4), random_sequence(2, 3, 4, seed=1)
     context_mask = length_mask([3, 0], 3)
     outputs = np.asarray(
-        CrossModalAttention(num_heads=2, key_dim=2)(
-            query, context, context_mask=context_mask
-        )
+        CrossModalAttention(num_heads=2, key_dim=2)(query, context, context_mask=context_mask)
     )
     assert np.all(np.isfinite(outputs))
     assert np.all(outputs[1] == 0.0)

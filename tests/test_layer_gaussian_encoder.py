@@ -3,8 +3,7 @@ import pytest
 import tensorflow as tf
 
 from midg_keras.layers import GaussianEncoder
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import random_sequence, run_layer_test
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 6), (3, 6)])

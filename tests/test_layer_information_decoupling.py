@@ -3,9 +3,7 @@ import pytest
 import tensorflow as tf
 
 from midg_keras.layers import InformationDecoupling
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 LOSS_KEYS = ("loss", "kl", "reconstruction", "club")
 

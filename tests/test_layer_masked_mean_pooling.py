@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from midg_keras.layers import MaskedMeanPooling
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 
 @pytest.mark.parametrize("with_mask", [True, False])
@@ -36,6 +34,4 @@ def test_all_masked_row_pools_to_zero():
 
 def test_no_mask_is_plain_mean():
     x = random_sequence(2, 4, 3)
-    np.testing.assert_allclose(
-        np.asarray(MaskedMeanPooling()(x)), x.mean(axis=1), rtol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(MaskedMeanPooling()(x)), x.mean(axis=1), rtol=1e-6)

@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 
 from midg_keras.layers import ModalityEncoder
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 # Conv1D kernel + bias, then per block: 4 attention Dense (kernel, bias),
 # 2 LayerNorm (gamma, beta), 2 FFN Dense (kernel, bias).
@@ -117,9 +115,7 @@ def test_dynamic_length_in_a_functional_model():
     )
     model = keras.Model([inputs, mask], [sequence, sequence_mask])
     for length in (4, 9):
-        out, out_mask = model(
-            [random_sequence(2, length, 5), length_mask([length, 1], length)]
-        )
+        out, out_mask = model([random_sequence(2, length, 5), length_mask([length, 1], length)])
         assert out.shape == (2, math.ceil(length / 3), 8)
         assert np.asarray(out_mask).sum() == math.ceil(length / 3) + 1
 

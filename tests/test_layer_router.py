@@ -28,9 +28,7 @@ def test_dense_mixture_is_the_softmax_and_has_no_aux_loss():
     hidden = np.maximum(
         x @ np.asarray(router.hidden_dense.kernel) + np.asarray(router.hidden_dense.bias), 0
     )
-    logits = hidden @ np.asarray(router.logits_dense.kernel) + np.asarray(
-        router.logits_dense.bias
-    )
+    logits = hidden @ np.asarray(router.logits_dense.kernel) + np.asarray(router.logits_dense.bias)
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(gates, expected, rtol=1e-5)
     assert float(aux_loss) == 0.0

@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from midg_keras.layers import TransformerEncoderBlock
-from tests.layer_test_case import length_mask
-from tests.layer_test_case import random_sequence
-from tests.layer_test_case import run_layer_test
+from tests.layer_test_case import length_mask, random_sequence, run_layer_test
 
 
 @pytest.mark.parametrize("with_mask", [True, False])

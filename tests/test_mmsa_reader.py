@@ -182,17 +182,30 @@ def test_examples_are_trimmed_to_lengths(tmp_path, layout):
     assert len(examples) == len(arrays)
     unimodal = {"label_t", "label_a", "label_v"} if layout.startswith("sims") else set()
     for i, example in enumerate(examples):
-        assert set(example) == {
-            "id", "raw_text", "text", "audio", "vision", "label",
-            "text_length", "audio_length", "vision_length",
-        } | unimodal
+        assert (
+            set(example)
+            == {
+                "id",
+                "raw_text",
+                "text",
+                "audio",
+                "vision",
+                "label",
+                "text_length",
+                "audio_length",
+                "vision_length",
+            }
+            | unimodal
+        )
         assert example["id"] == raw["test"]["id"][i]
         for modality in ("text", "audio", "vision"):
             length = example[f"{modality}_length"]
             assert length.dtype == np.int32
             assert length == getattr(arrays, f"{modality}_length")[i]
             assert example[modality].shape == (length, getattr(arrays, modality).shape[2])
-        np.testing.assert_array_equal(example["vision"], raw["test"]["vision"][i, : len(example["vision"])])
+        np.testing.assert_array_equal(
+            example["vision"], raw["test"]["vision"][i, : len(example["vision"])]
+        )
         assert example["label"] == np.float32(raw["test"]["regression_labels"][i])
     assert any(ex["audio_length"] < arrays.audio.shape[1] for ex in examples)
 
@@ -313,107 +326,204 @@ def _wider_test_audio(raw):
 
 ERROR_CASES = [
     pytest.param(
-        "mosi_unaligned", "mosi", _drop_valid,
-        ["split 'valid': missing (the file has top-level keys 'train', 'test')", "Fix: MMSA files have"],
+        "mosi_unaligned",
+        "mosi",
+        _drop_valid,
+        [
+            "split 'valid': missing (the file has top-level keys 'train', 'test')",
+            "Fix: MMSA files have",
+        ],
         id="missing_split",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _split_list,
+        "mosi_unaligned",
+        "mosi",
+        _split_list,
         ["split 'train': is a list, expected a dict of arrays", "Fix:"],
         id="split_not_a_dict",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _del("valid", "vision"),
-        ["split 'valid', key 'vision': missing (the split has keys 'id', 'raw_text', 'audio'", "Fix: write the split in MMSA layout with keys id, raw_text, text, audio, vision"],
+        "mosi_unaligned",
+        "mosi",
+        _del("valid", "vision"),
+        [
+            "split 'valid', key 'vision': missing (the split has keys 'id', 'raw_text', 'audio'",
+            "Fix: write the split in MMSA layout with keys id, raw_text, text, audio, vision",
+        ],
         id="missing_key",
     ),
     pytest.param(
-        "sims_unaligned", "sims", _del("test", "regression_labels_T"),
-        ["split 'test', key 'regression_labels_T': missing", "Fix: SIMS files carry unimodal labels", "`@mosi`"],
+        "sims_unaligned",
+        "sims",
+        _del("test", "regression_labels_T"),
+        [
+            "split 'test', key 'regression_labels_T': missing",
+            "Fix: SIMS files carry unimodal labels",
+            "`@mosi`",
+        ],
         id="sims_missing_unimodal_labels",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _wider_test_audio,
-        ["split 'test', key 'audio': feature dim 6 differs from split 'train' (5)", "Fix: extract all splits with the same"],
+        "mosi_unaligned",
+        "mosi",
+        _wider_test_audio,
+        [
+            "split 'test', key 'audio': feature dim 6 differs from split 'train' (5)",
+            "Fix: extract all splits with the same",
+        ],
         id="dims_differ_between_splits",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _replace("train", "vision", _ragged),
-        ["split 'train', key 'vision', sample 2 (id '", "is ragged: shape (15, 20), but sample 0 has (16, 20)", "Fix: zero-pad every sample"],
+        "mosi_unaligned",
+        "mosi",
+        _replace("train", "vision", _ragged),
+        [
+            "split 'train', key 'vision', sample 2 (id '",
+            "is ragged: shape (15, 20), but sample 0 has (16, 20)",
+            "Fix: zero-pad every sample",
+        ],
         id="ragged",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _replace("valid", "audio", lambda a: a[:, :, 0]),
-        ["split 'valid', key 'audio': has shape (4, 12), expected rank 3", "Fix: store features as one (N, L, D) array"],
+        "mosi_unaligned",
+        "mosi",
+        _replace("valid", "audio", lambda a: a[:, :, 0]),
+        [
+            "split 'valid', key 'audio': has shape (4, 12), expected rank 3",
+            "Fix: store features as one (N, L, D) array",
+        ],
         id="wrong_rank",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _replace("train", "audio", lambda a: a[:-1]),
+        "mosi_unaligned",
+        "mosi",
+        _replace("train", "audio", lambda a: a[:-1]),
         ["split 'train', key 'audio': has 7 samples but key 'id' has 8", "Fix: write every key"],
         id="sample_count_mismatch",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _replace("train", "vision_lengths", lambda a: a[:-1]),
+        "mosi_unaligned",
+        "mosi",
+        _replace("train", "vision_lengths", lambda a: a[:-1]),
         ["split 'train', key 'vision_lengths': has 7 samples but key 'id' has 8"],
         id="length_count_mismatch",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _set("valid", "vision_lengths", 1, 17),
-        ["split 'valid', key 'vision_lengths', sample 1 (id '", "length 17 is longer than the vision sequence (16 steps)", "Fix: clip the lengths to 16"],
+        "mosi_unaligned",
+        "mosi",
+        _set("valid", "vision_lengths", 1, 17),
+        [
+            "split 'valid', key 'vision_lengths', sample 1 (id '",
+            "length 17 is longer than the vision sequence (16 steps)",
+            "Fix: clip the lengths to 16",
+        ],
         id="length_too_long",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _set("test", "audio_lengths", 2, 0),
-        ["split 'test', key 'audio_lengths', sample 2 (id '", "length 0 would make an all-masked audio sequence", "Fix: drop the sample"],
+        "mosi_unaligned",
+        "mosi",
+        _set("test", "audio_lengths", 2, 0),
+        [
+            "split 'test', key 'audio_lengths', sample 2 (id '",
+            "length 0 would make an all-masked audio sequence",
+            "Fix: drop the sample",
+        ],
         id="length_zero",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _replace("train", "audio_lengths", lambda a: np.asarray(a) + 0.5),
-        ["split 'train', key 'audio_lengths', sample 0 (id '", "is not a whole number", "Fix: store lengths as integers"],
+        "mosi_unaligned",
+        "mosi",
+        _replace("train", "audio_lengths", lambda a: np.asarray(a) + 0.5),
+        [
+            "split 'train', key 'audio_lengths', sample 0 (id '",
+            "is not a whole number",
+            "Fix: store lengths as integers",
+        ],
         id="fractional_length",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _set("train", "text_bert", (3, 1), 0.0),
-        ["split 'train', key 'text_bert', sample 3 (id '", "length 0 would make an all-masked text sequence"],
+        "mosi_unaligned",
+        "mosi",
+        _set("train", "text_bert", (3, 1), 0.0),
+        [
+            "split 'train', key 'text_bert', sample 3 (id '",
+            "length 0 would make an all-masked text sequence",
+        ],
         id="empty_attention_mask",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _replace("train", "text_bert", lambda a: a[:, :2]),
+        "mosi_unaligned",
+        "mosi",
+        _replace("train", "text_bert", lambda a: a[:, :2]),
         ["split 'train', key 'text_bert': has shape (8, 2, 8), expected (N, 3, L)"],
         id="text_bert_rows",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _set("valid", "regression_labels", 2, np.nan),
-        ["split 'valid', key 'regression_labels', sample 2 (id '", "label is NaN", "Fix: drop the sample or fill in its label"],
+        "mosi_unaligned",
+        "mosi",
+        _set("valid", "regression_labels", 2, np.nan),
+        [
+            "split 'valid', key 'regression_labels', sample 2 (id '",
+            "label is NaN",
+            "Fix: drop the sample or fill in its label",
+        ],
         id="nan_label",
     ),
     pytest.param(
-        "sims_unaligned", "sims", _set("train", "regression_labels_V", 1, np.nan),
-        ["split 'train', key 'regression_labels_V', sample 1 (id 'video_0001$_$0002')", "label is NaN"],
+        "sims_unaligned",
+        "sims",
+        _set("train", "regression_labels_V", 1, np.nan),
+        [
+            "split 'train', key 'regression_labels_V', sample 1 (id 'video_0001$_$0002')",
+            "label is NaN",
+        ],
         id="nan_unimodal_label",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _all_labels(1.0, 5, 3.5),
-        ["split 'train', key 'regression_labels', sample 5 (id '", "label 3.5 is outside [-3, 3], the range of the assumed family 'mosi'", "`@sims`"],
+        "mosi_unaligned",
+        "mosi",
+        _all_labels(1.0, 5, 3.5),
+        [
+            "split 'train', key 'regression_labels', sample 5 (id '",
+            "label 3.5 is outside [-3, 3], the range of the assumed family 'mosi'",
+            "`@sims`",
+        ],
         id="label_outside_mosi_range",
     ),
     pytest.param(
-        "sims_unaligned", "sims", _all_labels(0.4, 3, -2.4),
-        ["split 'train', key 'regression_labels', sample 3 (id '", "label -2.4 is outside [-1, 1], the range of the assumed family 'sims'", "Fix: if this is a MOSI/MOSEI file", "`@mosi`"],
+        "sims_unaligned",
+        "sims",
+        _all_labels(0.4, 3, -2.4),
+        [
+            "split 'train', key 'regression_labels', sample 3 (id '",
+            "label -2.4 is outside [-1, 1], the range of the assumed family 'sims'",
+            "Fix: if this is a MOSI/MOSEI file",
+            "`@mosi`",
+        ],
         id="label_outside_sims_range",
     ),
     pytest.param(
-        "mosei_unaligned", "mosei", _set("train", "vision", (4, 0, 2), np.nan),
-        ["split 'train', key 'vision', sample 4 (id '", "contains NaN (1 value)", "Fix: clean the file, or pass --nan_to_num"],
+        "mosei_unaligned",
+        "mosei",
+        _set("train", "vision", (4, 0, 2), np.nan),
+        [
+            "split 'train', key 'vision', sample 4 (id '",
+            "contains NaN (1 value)",
+            "Fix: clean the file, or pass --nan_to_num",
+        ],
         id="nan_feature",
     ),
     pytest.param(
-        "mosei_unaligned", "mosei", _set("test", "text", (1, 0, 0), -np.inf),
+        "mosei_unaligned",
+        "mosei",
+        _set("test", "text", (1, 0, 0), -np.inf),
         ["split 'test', key 'text', sample 1 (id '", "contains -inf (1 value)", "--nan_to_num"],
         id="neg_inf_outside_audio",
     ),
     pytest.param(
-        "mosi_unaligned", "mosi", _set("valid", "audio", (3, 0, 0), np.inf),
+        "mosi_unaligned",
+        "mosi",
+        _set("valid", "audio", (3, 0, 0), np.inf),
         ["split 'valid', key 'audio', sample 3 (id '", "contains +inf (1 value)", "--nan_to_num"],
         id="pos_inf_in_audio",
     ),

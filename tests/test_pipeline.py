@@ -62,7 +62,11 @@ def test_dim_mismatch_between_source_and_target(tmp_path):
         prepare_data(config)
     data = prepare_data(config.replace(harmonize="pad"))
     inputs, _, _ = next(iter(data.test))
-    assert inputs["audio"].shape[-1] == data.dims["audio"] == load_source(f"pickle:{source}").dims["audio"]
+    assert (
+        inputs["audio"].shape[-1]
+        == data.dims["audio"]
+        == load_source(f"pickle:{source}").dims["audio"]
+    )
     assert data.target.family == "mosei"
 
 

@@ -38,7 +38,10 @@ def served(tmp_path_factory):
     model = MIDG(
         input_dims={"text": 16, "audio": 5, "vision": 20},
         strides={"text": 1, "audio": 2, "vision": 2},
-        hidden_dim=16, num_heads=2, num_experts=2, name="midg",
+        hidden_dim=16,
+        num_heads=2,
+        num_experts=2,
+        name="midg",
     )
     model.build_from_config({})
     model.save(os.path.join(workdir, "model.keras"))

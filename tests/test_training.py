@@ -10,9 +10,9 @@ import pytest
 
 from midg_keras.config import Config
 from midg_keras.metrics import MOSI_KEYS, SIMS_KEYS
+from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import experiment
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 
 TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, batch_size=8, epochs=2, verbose=0)
 
@@ -66,7 +66,9 @@ def test_dg_metrics_use_each_sides_family_and_native_scale(dg_run):
         rows = list(csv.DictReader(f))
     raw = make_fake_mmsa("sims_unaligned", sizes=(24, 8, 10))["test"]
     assert [r["id"] for r in rows] == list(raw["id"])
-    np.testing.assert_allclose([float(r["label"]) for r in rows], raw["regression_labels"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(r["label"]) for r in rows], raw["regression_labels"], rtol=1e-6
+    )
 
 
 def test_evaluate_reproduces_metrics(dg_run):

@@ -6,8 +6,7 @@ The file has the layout of MMSA's `unaligned_50.pkl` (MOSI label scale), so it c
 used anywhere a real file can, e.g. as the source `pickle:/tmp/domain_b.pkl@mosi`.
 """
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from datasets.synthetic import generate
 

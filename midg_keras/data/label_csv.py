@@ -10,7 +10,6 @@ written (`0001` stays `0001`), so ids match the features' `"<video>$_$<clip>"`.
 import csv
 import dataclasses
 import os
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -37,16 +36,16 @@ class LabelSplit:
         unimodal_labels: `label_t/a/v` -> (N,) float32 for the columns that are filled.
     """
 
-    ids: List[str]
+    ids: list[str]
     labels: np.ndarray
-    texts: Optional[List[str]]
-    unimodal_labels: Dict[str, np.ndarray]
+    texts: list[str] | None
+    unimodal_labels: dict[str, np.ndarray]
 
     def __len__(self):
         return len(self.ids)
 
 
-def read_label_csv(path, family=None, skip_modes=()) -> Dict[str, LabelSplit]:
+def read_label_csv(path, family=None, skip_modes=()) -> dict[str, LabelSplit]:
     """Reads an MMSA label.csv into `{"train", "validation", "test"}` -> `LabelSplit`.
 
     Args:
@@ -127,9 +126,8 @@ def _parse(reader, path, family, skip_modes):
                 file=path,
                 key="mode",
                 sample=where,
-                fix="use train, valid or test" + (
-                    f", or drop these rows with skip_modes=({mode!r},)" if mode else ""
-                ),
+                fix="use train, valid or test"
+                + (f", or drop these rows with skip_modes=({mode!r},)" if mode else ""),
             )
         if sample_id in seen:
             raise DataError(
@@ -229,12 +227,12 @@ def _filled_unimodal_columns(rows, unimodal_columns, path):
 
 
 def join_label_csv(
-    splits: Dict[str, SplitArrays],
+    splits: dict[str, SplitArrays],
     csv_path,
     family=None,
     skip_modes=(),
     allow_extra_rows=False,
-) -> Dict[str, SplitArrays]:
+) -> dict[str, SplitArrays]:
     """Replaces the labels of feature splits by those of a label.csv, matched by id.
 
     Features keep their order and arrays (nothing is copied); `label` comes from the csv,
@@ -281,9 +279,7 @@ def _id_mismatch(csv_path, split, missing, extra, csv_split_of, allow_extra_rows
         for sample_id in missing[:_EXAMPLES_SHOWN]:
             other = csv_split_of.get(sample_id)
             shown.append(f"{sample_id!r}" + (f" [in the csv's {other!r} split]" if other else ""))
-        parts.append(
-            f"{len(missing)} feature ids are not in the csv (e.g. {', '.join(shown)})"
-        )
+        parts.append(f"{len(missing)} feature ids are not in the csv (e.g. {', '.join(shown)})")
     if extra:
         shown = ", ".join(repr(sample_id) for sample_id in extra[:_EXAMPLES_SHOWN])
         parts.append(f"{len(extra)} csv ids have no features (e.g. {shown})")

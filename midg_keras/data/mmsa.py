@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import pickle
-from typing import Dict, Iterator, List
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -63,9 +63,9 @@ class SplitArrays:
     audio_length: np.ndarray
     vision_length: np.ndarray
     label: np.ndarray
-    ids: List[str]
-    raw_text: List[str]
-    unimodal_labels: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    ids: list[str]
+    raw_text: list[str]
+    unimodal_labels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     fixed_neg_inf: int = 0
     fixed_non_finite: int = 0
 
@@ -91,7 +91,7 @@ class SplitArrays:
             yield example
 
 
-def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> Dict[str, SplitArrays]:
+def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitArrays]:
     """Reads and validates an MMSA feature pickle.
 
     Text lengths come from the attention mask `text_bert[:, 1, :]` when the file has
@@ -123,7 +123,7 @@ def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> Dict[str, SplitAr
     return mmsa_splits(_read_pickle(path), family=family, nan_to_num=nan_to_num, source=path)
 
 
-def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> Dict[str, SplitArrays]:
+def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> dict[str, SplitArrays]:
     """Validates an MMSA dict already in memory (what `pickle.load` gives for a file).
 
     Checks and returns exactly what `load_mmsa_pickle` does. Arrays are used in place,
@@ -141,8 +141,7 @@ def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> Dict[str,
     _check_family(family, source)
     if not isinstance(data, dict):
         raise DataError(
-            f"holds a {type(data).__name__}, expected a dict with splits "
-            "'train', 'valid', 'test'",
+            f"holds a {type(data).__name__}, expected a dict with splits 'train', 'valid', 'test'",
             file=source,
             fix="pass an MMSA feature file (e.g. unaligned_50.pkl)",
         )
@@ -257,9 +256,7 @@ class _SplitReader:
     def error(self, message, key=None, sample=None, fix=None):
         if sample is not None and sample < len(self.ids):
             sample = f"{sample} (id {self.ids[sample]!r})"
-        return DataError(
-            message, file=self.path, split=self.split, key=key, sample=sample, fix=fix
-        )
+        return DataError(message, file=self.path, split=self.split, key=key, sample=sample, fix=fix)
 
     def read(self, reference_dims):
         self._check_keys()

@@ -8,7 +8,6 @@ Batches are `(inputs, label)` where `inputs` holds, for each used modality `m` i
 
 import dataclasses
 import math
-from typing import Dict, List
 
 import tensorflow as tf
 
@@ -34,11 +33,11 @@ class PreparedData:
         test: the target's test split as `(inputs, label, id)` batches.
     """
 
-    sources: List[Source]
+    sources: list[Source]
     target: Source
-    modalities: List[str]
-    dims: Dict[str, int]
-    strides: Dict[str, int]
+    modalities: list[str]
+    dims: dict[str, int]
+    strides: dict[str, int]
     train: tf.data.Dataset
     validation: tf.data.Dataset
     test: tf.data.Dataset
@@ -154,7 +153,7 @@ def check_dims(reference: Source, other: Source, modalities, harmonize: str):
             )
 
 
-def resolve_strides(config: Config, sources, modalities) -> Dict[str, int]:
+def resolve_strides(config: Config, sources, modalities) -> dict[str, int]:
     """Per-modality projection stride: text 1; audio/vision `auto` or forced (SPEC §3.1)."""
     strides = {}
     for key in modalities:

@@ -7,7 +7,6 @@ label family, feature dims and maximum sequence lengths.
 
 import dataclasses
 import os
-from typing import Dict
 
 import numpy as np
 import tensorflow as tf
@@ -38,11 +37,11 @@ class Source:
 
     name: str
     family: str
-    splits: Dict[str, tf.data.Dataset]
-    num_examples: Dict[str, int]
-    dims: Dict[str, int]
-    max_lengths: Dict[str, int]
-    fixed_neg_inf: Dict[str, int]
+    splits: dict[str, tf.data.Dataset]
+    num_examples: dict[str, int]
+    dims: dict[str, int]
+    max_lengths: dict[str, int]
+    fixed_neg_inf: dict[str, int]
 
     @property
     def label_scale(self) -> float:
@@ -136,9 +135,7 @@ def _load_tfds_source(spec, data_dir, manual_dir):
     builder.download_and_prepare(download_config=download_config)
     features = builder.info.features
     dims = {key: int(features[key].shape[-1]) for key in MODALITY_KEYS.values()}
-    splits = {
-        split: builder.as_dataset(split=split, shuffle_files=False) for split in SPLITS
-    }
+    splits = {split: builder.as_dataset(split=split, shuffle_files=False) for split in SPLITS}
     metadata = builder.info.metadata or {}
     return Source(
         name=spec,
@@ -147,7 +144,9 @@ def _load_tfds_source(spec, data_dir, manual_dir):
         num_examples={split: builder.info.splits[split].num_examples for split in SPLITS},
         dims=dims,
         max_lengths=_max_lengths(builder, splits),
-        fixed_neg_inf={split: int(metadata.get("fixed_neg_inf", {}).get(split, 0)) for split in SPLITS},
+        fixed_neg_inf={
+            split: int(metadata.get("fixed_neg_inf", {}).get(split, 0)) for split in SPLITS
+        },
     )
 
 

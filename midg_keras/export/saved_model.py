@@ -204,8 +204,15 @@ def _check_free(export_dir, version):
     return target
 
 
-def export_model(model: SentimentModel, export_dir: str, *, label_scale: float, version=0,
-                 pad_dims=False, metadata=None) -> str:
+def export_model(
+    model: SentimentModel,
+    export_dir: str,
+    *,
+    label_scale: float,
+    version=0,
+    pad_dims=False,
+    metadata=None,
+) -> str:
     """Writes `model` as SavedModel version `version` (0 = next free); returns its path.
 
     The SavedModel is written to a hidden temporary directory and renamed into place, so

@@ -78,12 +78,8 @@ class ClubEstimator(keras.layers.Layer):
         x_dim, y_dim = x_shape[-1], y_shape[-1]
         self.mean_hidden = self._dense_weights("mean_hidden", x_dim, self.hidden_dim)
         self.mean_output = self._dense_weights("mean_output", self.hidden_dim, y_dim)
-        self.log_var_hidden = self._dense_weights(
-            "log_var_hidden", x_dim, self.hidden_dim
-        )
-        self.log_var_output = self._dense_weights(
-            "log_var_output", self.hidden_dim, y_dim
-        )
+        self.log_var_hidden = self._dense_weights("log_var_hidden", x_dim, self.hidden_dim)
+        self.log_var_output = self._dense_weights("log_var_output", self.hidden_dim, y_dim)
 
     def _variational_parameters(self, x, freeze_weights):
         """mu(x), log_var(x) in float32, optionally with stopped weights."""
@@ -96,9 +92,7 @@ class ClubEstimator(keras.layers.Layer):
 
         x = ops.cast(x, "float32")
         mean = dense(ops.relu(dense(x, self.mean_hidden)), self.mean_output)
-        log_var = ops.tanh(
-            dense(ops.relu(dense(x, self.log_var_hidden)), self.log_var_output)
-        )
+        log_var = ops.tanh(dense(ops.relu(dense(x, self.log_var_hidden)), self.log_var_output))
         return mean, log_var
 
     def log_likelihood(self, x, y, mask=None):

@@ -74,9 +74,7 @@ class CMAdapter(keras.layers.Layer):
             self.hidden_dim, activation="gelu", dtype=self.dtype_policy, name="mlp_hidden"
         )
         self.mlp_hidden.build(target_shape)
-        self.mlp_output = keras.layers.Dense(
-            target_dim, dtype=self.dtype_policy, name="mlp_output"
-        )
+        self.mlp_output = keras.layers.Dense(target_dim, dtype=self.dtype_policy, name="mlp_output")
         self.mlp_output.build(tuple(target_shape[:-1]) + (self.hidden_dim,))
         self.gate = keras.layers.Dense(
             target_dim, activation="sigmoid", dtype=self.dtype_policy, name="gate"

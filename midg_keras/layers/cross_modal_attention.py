@@ -109,9 +109,7 @@ class CrossModalAttention(keras.layers.Layer):
 
         attended = ops.einsum("bhqk,bkhd->bqhd", weights, values)
         batch_size, query_length = ops.shape(query)[0], ops.shape(query)[1]
-        attended = ops.reshape(
-            attended, (batch_size, query_length, self.num_heads * self.key_dim)
-        )
+        attended = ops.reshape(attended, (batch_size, query_length, self.num_heads * self.key_dim))
         outputs = self.output_projection(attended)
 
         has_context = ops.any(ops.cast(context_mask, "bool"), axis=-1)

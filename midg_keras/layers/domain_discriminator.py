@@ -37,9 +37,7 @@ class DomainDiscriminator(keras.layers.Layer):
     def __init__(self, hidden_dim, num_domains=2, dropout=0.1, **kwargs):
         super().__init__(**kwargs)
         if num_domains < 2:
-            raise ValueError(
-                f"DomainDiscriminator: num_domains must be >= 2, got {num_domains}."
-            )
+            raise ValueError(f"DomainDiscriminator: num_domains must be >= 2, got {num_domains}.")
         self.hidden_dim = hidden_dim
         self.num_domains = num_domains
         self.dropout = dropout

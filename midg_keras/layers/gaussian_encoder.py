@@ -58,14 +58,10 @@ class GaussianEncoder(keras.layers.Layer):
 
     def call(self, x, training=None):
         mean = self.mean_dense(x)
-        log_var = ops.clip(
-            self.log_var_dense(x), -self.log_var_limit, self.log_var_limit
-        )
+        log_var = ops.clip(self.log_var_dense(x), -self.log_var_limit, self.log_var_limit)
         if not training:
             return mean, mean, log_var
-        noise = keras.random.normal(
-            ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator
-        )
+        noise = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
         z = mean + ops.exp(0.5 * log_var) * noise
         return z, mean, log_var
 

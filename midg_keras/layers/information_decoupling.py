@@ -105,35 +105,23 @@ class InformationDecoupling(keras.layers.Layer):
             )
             self.decoder.build(tuple(sequence_shape[:-1]) + (2 * self.hidden_dim,))
         if self._uses_club:
-            self.club = ClubEstimator(
-                self.hidden_dim, dtype=self.dtype_policy, name="club"
-            )
+            self.club = ClubEstimator(self.hidden_dim, dtype=self.dtype_policy, name="club")
             self.club.build(latent_shape, latent_shape)
 
     def call(self, sequence, mask=None, training=None):
-        in_domain, in_mean, in_log_var = self.in_domain_encoder(
-            sequence, training=training
-        )
-        out_domain, out_mean, out_log_var = self.out_of_domain_encoder(
-            sequence, training=training
-        )
+        in_domain, in_mean, in_log_var = self.in_domain_encoder(sequence, training=training)
+        out_domain, out_mean, out_log_var = self.out_of_domain_encoder(sequence, training=training)
         zero = ops.zeros((), dtype="float32")
         kl = reconstruction = club = club_log_likelihood = zero
         if self._uses_kl_recon:
             kl = losses.gaussian_kl_standard_normal(
                 in_mean, in_log_var, mask
             ) + losses.gaussian_kl_standard_normal(out_mean, out_log_var, mask)
-            reconstructed = self.decoder(
-                ops.concatenate([in_domain, out_domain], axis=-1)
-            )
-            reconstruction = losses.masked_mse(
-                ops.stop_gradient(sequence), reconstructed, mask
-            )
+            reconstructed = self.decoder(ops.concatenate([in_domain, out_domain], axis=-1))
+            reconstruction = losses.masked_mse(ops.stop_gradient(sequence), reconstructed, mask)
         if self._uses_club:
             club = self.club.mi_upper_bound(in_domain, out_domain, mask)
-            club_log_likelihood = self.club.log_likelihood(
-                in_domain, out_domain, mask
-            )
+            club_log_likelihood = self.club.log_likelihood(in_domain, out_domain, mask)
         loss = kl + reconstruction + self.club_weight * club - club_log_likelihood
 
         if mask is not None:

@@ -96,15 +96,11 @@ class MixtureOfInvariantExperts(keras.layers.Layer):
         expert_outputs = ops.stack(
             [
                 output(self.expert_dropout(intermediate(x), training=training))
-                for intermediate, output in zip(
-                    self.expert_intermediate, self.expert_output
-                )
+                for intermediate, output in zip(self.expert_intermediate, self.expert_output)
             ],
             axis=1,
         )
-        output = ops.einsum(
-            "bk,bko->bo", ops.cast(gates, expert_outputs.dtype), expert_outputs
-        )
+        output = ops.einsum("bk,bko->bo", ops.cast(gates, expert_outputs.dtype), expert_outputs)
         return {"output": output, "gates": gates, "aux_loss": aux_loss}
 
     def get_config(self):

@@ -135,9 +135,7 @@ class ModalityEncoder(keras.layers.Layer):
         sequence_mask = ops.any(chunks, axis=-1)
 
         x = self.projection(x)
-        positions = sinusoidal_position_encoding(
-            ops.shape(x)[1], self.hidden_dim, x.dtype
-        )
+        positions = sinusoidal_position_encoding(ops.shape(x)[1], self.hidden_dim, x.dtype)
         x = self.embedding_dropout(x + positions[None, :, :], training=training)
         for block in self.blocks:
             x = block(x, mask=sequence_mask, training=training)

@@ -45,8 +45,7 @@ class Router(keras.layers.Layer):
         super().__init__(**kwargs)
         if not 0 <= top_k <= num_experts:
             raise ValueError(
-                f"Router: top_k must be in [0, num_experts={num_experts}], "
-                f"got {top_k}."
+                f"Router: top_k must be in [0, num_experts={num_experts}], got {top_k}."
             )
         self.num_experts = num_experts
         self.hidden_dim = hidden_dim
@@ -71,9 +70,7 @@ class Router(keras.layers.Layer):
         if self.top_k == 0:
             return probs, ops.zeros((), dtype="float32")
         _, top_indices = ops.top_k(probs, k=self.top_k)
-        selected = ops.sum(
-            ops.one_hot(top_indices, self.num_experts, dtype="float32"), axis=1
-        )
+        selected = ops.sum(ops.one_hot(top_indices, self.num_experts, dtype="float32"), axis=1)
         kept = probs * selected
         gates = kept / ops.sum(kept, axis=-1, keepdims=True)
         return gates, losses.load_balance_loss(probs, selected)

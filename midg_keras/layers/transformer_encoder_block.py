@@ -88,9 +88,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.ffn_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="ffn_dropout"
         )
-        self.ffn_output = keras.layers.Dense(
-            hidden_dim, dtype=self.dtype_policy, name="ffn_output"
-        )
+        self.ffn_output = keras.layers.Dense(hidden_dim, dtype=self.dtype_policy, name="ffn_output")
         self.ffn_output.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
         self.output_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="output_dropout"
@@ -106,9 +104,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         attended = self.self_attention(
             inputs, inputs, query_mask=mask, context_mask=mask, training=training
         )
-        x = self.attention_norm(
-            inputs + self.attention_dropout(attended, training=training)
-        )
+        x = self.attention_norm(inputs + self.attention_dropout(attended, training=training))
         h = self.ffn_dropout(self.ffn_intermediate(x), training=training)
         h = self.output_dropout(self.ffn_output(h), training=training)
         return self.ffn_norm(x + h)

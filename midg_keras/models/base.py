@@ -82,9 +82,7 @@ class SentimentModel(keras.Model):
     def encode(self, inputs, training=None):
         """modality key -> (sequence (B, T', d), mask (B, T'))."""
         return {
-            key: self.encoders[key](
-                inputs[key], mask=inputs.get(f"{key}_mask"), training=training
-            )
+            key: self.encoders[key](inputs[key], mask=inputs.get(f"{key}_mask"), training=training)
             for key in self.modalities
         }
 

@@ -27,9 +27,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):  # noqa: N802 (gRPC's method name)
         try:
-            version = request.model_spec.version.value if request.model_spec.HasField(
-                "version"
-            ) else None
+            version = (
+                request.model_spec.version.value if request.model_spec.HasField("version") else None
+            )
             self.servable.check_model(request.model_spec.name, version)
             specs = self.servable.input_specs(request.model_spec.signature_name)
             for index, name in enumerate(sorted(request.inputs)):

@@ -74,8 +74,10 @@ def json_to_array(value, dtype):
         if dtype.is_floating:
             ok = _json_type(item) == "Number"
         else:
-            ok = isinstance(item, int) and not isinstance(item, bool) and (
-                dtype.min <= item <= dtype.max
+            ok = (
+                isinstance(item, int)
+                and not isinstance(item, bool)
+                and (dtype.min <= item <= dtype.max)
             )
         if not ok:
             raise ValueError(

@@ -182,7 +182,6 @@ def fit_scope(model):
     if strategy is None:
         yield
         return
-    import tensorflow as tf
 
     model._distribute_strategy = None
     try:

@@ -164,9 +164,7 @@ def evaluate(model, data: PreparedData, workdir: str) -> dict:
         labels, predictions = labels * scale, predictions * scale
         reason = midg_metrics.degenerate_reason(predictions)
         if reason:
-            raise TrainingError(
-                f"{split_name} predictions of {workdir} are unusable: {reason}."
-            )
+            raise TrainingError(f"{split_name} predictions of {workdir} are unusable: {reason}.")
         results[split_name] = midg_metrics.metrics_for_family(family)(predictions, labels)
         if split_name == "test":
             report.write_predictions_csv(
@@ -194,5 +192,7 @@ def evaluate_workdir(config: Config, data: PreparedData, workdir: str) -> dict:
     """Reloads `workdir/model.keras` and recomputes (and rewrites) its metrics."""
     path = os.path.join(workdir, MODEL_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: train first (--mode=train --workdir={workdir}).")
+        raise FileNotFoundError(
+            f"{path} does not exist: train first (--mode=train --workdir={workdir})."
+        )
     return evaluate(keras.saving.load_model(path), data, workdir)

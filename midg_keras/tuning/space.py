@@ -150,9 +150,7 @@ def _parse_item(item):
             )
         low, high = _number(parts[0], item), _number(parts[1], item)
         if low >= high or (log and low <= 0):
-            raise ConfigError(
-                f"--search_space item {item!r}: need lo < hi (and lo > 0 with :log)."
-            )
+            raise ConfigError(f"--search_space item {item!r}: need lo < hi (and lo > 0 with :log).")
         return Param(name, "float", low=low, high=high, log=log)
     raise ConfigError(
         f"--search_space item {item!r}: unknown kind {kind!r}; use choice, int or float."
@@ -185,9 +183,7 @@ def check_combinations(params, base: Config):
     """Validates `base` with every combination of the params' values (floats: both ends)."""
     corners = [p.corner_values() for p in params]
     if math.prod(len(c) for c in corners) > MAX_CHECKED_COMBINATIONS:
-        combinations = (
-            {p.name: value} for p, values in zip(params, corners) for value in values
-        )
+        combinations = ({p.name: value} for p, values in zip(params, corners) for value in values)
     else:
         combinations = (
             dict(zip([p.name for p in params], combo)) for combo in itertools.product(*corners)
