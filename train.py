@@ -5,9 +5,14 @@ Modes: `inspect` (check a dataset), `train`, `evaluate` (re-score a trained work
 `midg_keras`: flags -> `Config` -> library call. Bad data exits 2 with one line.
 """
 
+import contextlib
 import os
+import re
 import sys
+import tempfile
 
+# Before TensorFlow is imported: no INFO/WARNING lines from its C++ runtime. Level 2 keeps its
+# errors. `TF_ENABLE_ONEDNN_OPTS` is left alone on purpose: it changes numerics, not logging.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
@@ -21,6 +26,37 @@ midg_flags.define_flags()
 FLAGS = flags.FLAGS
 
 EXIT_BAD_INPUT = 2
+HELP_FLAGS = ("--helpshort", "--help", "-help", "-?", "-h")
+
+# TensorFlow's start-up lines (docs/design.md §11). absl writes them before logging is set up,
+# so TF_CPP_MIN_LOG_LEVEL does not reach them.
+_STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\)"
+    r"|\] oneDNN custom operations are on"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|cpu_feature_guard\.cc:\d+\]"
+    r"|^To enable the following instructions: "
+    r"|failed call to cuInit"
+)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_startup():
+    """Captures file descriptor 2 while TensorFlow loads; writes back all but its start-up lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _STARTUP_NOISE.search(line)))
+            sys.stderr.flush()
 
 
 def run(config):
@@ -60,14 +96,26 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = midg_flags.config_from_flags(FLAGS)
-        from midg_keras.training import runtime
+        with quiet_tensorflow_startup():  # imports TensorFlow and probes for GPUs
+            from midg_keras.training import runtime
 
-        runtime.configure_threads(config)
+            runtime.configure_threads(config)
         runtime.distribution_strategy(config)  # multi-worker: before any TensorFlow op
         run(config)
     except (DataError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def parse_flags(argv):
+    """absl's parser, except that `--helpshort` (and `--help`) list our flags by group."""
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print(__doc__)
+        print("flags:")
+        print(midg_flags.short_help(FLAGS))
+        print("Try --helpfull to get a list of all flags (absl's and TensorFlow's too).")
+        sys.exit(0)
+    return app.parse_flags_with_usage(argv)
 
 
 if __name__ == "__main__":
@@ -78,4 +126,4 @@ if __name__ == "__main__":
     except FlagfileError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    app.run(main, argv=arguments)
+    app.run(main, argv=arguments, flags_parser=parse_flags)

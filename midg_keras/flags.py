@@ -13,26 +13,64 @@ _DEFINE_BY_TYPE = {
     str: flags.DEFINE_string,
 }
 
-# Input paths given in a flagfile are resolved from the flagfile's own directory (SPEC §6);
+# Input paths given in a flagfile are resolved from the flagfile's own directory (docs/design.md §7);
 # outputs (--workdir, --export_dir) stay relative to the current directory.
 PATH_FLAGS = frozenset({"data_dir", "manual_dir", "source", "target"})
 SOURCE_FLAGS = frozenset({"source", "target"})
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Defines one flag per `Config` field (idempotent)."""
+# Flag groups shown by `--helpshort` and `--helpfull`: the first `Config` field of each group
+# (fields keep their `Config` order). A field's metadata "group", where given, wins.
+GROUP_STARTS = {
+    "mode": "run",
+    "source": "data",
+    "model": "model",
+    "epochs": "training",
+    "workdir": "outputs",
+    "tuner": "tuning",
+}
+
+
+def flag_groups() -> dict[str, list[str]]:
+    """Group name -> names of its `Config` fields, both in `Config` order."""
+    groups, group = {}, "run"
     for field in dataclasses.fields(Config):
-        if field.name in flag_values:
-            continue
-        choices = field.metadata.get("choices")
-        if choices:
-            flags.DEFINE_enum(
-                field.name, field.default, choices, field.metadata["help"], flag_values=flag_values
+        group = GROUP_STARTS.get(field.name, group)
+        groups.setdefault(field.metadata.get("group", group), []).append(field.name)
+    return groups
+
+
+def group_module_name(group: str) -> str:
+    """The name absl files a group's flags under (its heading in `--helpfull`)."""
+    return f"midg_keras flags: {group}"
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines one flag per `Config` field (idempotent), filed under its group."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for group, names in flag_groups().items():
+        for name in names:
+            if name in flag_values:
+                continue
+            field = fields[name]
+            choices = field.metadata.get("choices")
+            define = _DEFINE_BY_TYPE[type(field.default)]
+            args = (field.name, field.default)
+            if choices:
+                define, args = flags.DEFINE_enum, (field.name, field.default, choices)
+            define(
+                *args,
+                field.metadata["help"],
+                flag_values=flag_values,
+                module_name=group_module_name(group),
             )
-        else:
-            _DEFINE_BY_TYPE[type(field.default)](
-                field.name, field.default, field.metadata["help"], flag_values=flag_values
-            )
+
+
+def short_help(flag_values=flags.FLAGS) -> str:
+    """The project's flags only, one block per group (what `train.py --helpshort` prints)."""
+    return "".join(
+        flag_values.module_help(group_module_name(group)) + "\n" for group in flag_groups()
+    )
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> Config:

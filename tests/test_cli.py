@@ -86,3 +86,36 @@ def test_bad_flag_value_and_missing_flagfile_exit_2(tmp_path):
     assert result.returncode == 2 and "--modalities" in result.stderr
     result = run_cli(f"--flagfile={tmp_path / 'nope.flags'}")
     assert result.returncode == 2 and "nope.flags" in result.stderr
+
+
+# TensorFlow's start-up lines that train.py filters out (docs/design.md §7, §11).
+STARTUP_NOISE = (
+    "absl::InitializeLog",
+    "oneDNN custom operations",
+    "cpu_feature_guard",
+    "cuInit",
+    "Could not find cuda drivers",
+)
+
+
+def test_helpshort_lists_our_flags_by_group():
+    result = run_cli("--helpshort")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for group in ("run", "data", "model", "training", "outputs", "tuning"):
+        assert f"midg_keras flags: {group}:" in out
+    assert out.index("flags: data:") < out.index("--source") < out.index("flags: model:")
+    assert out.index("flags: model:") < out.index("--hidden_dim") < out.index("flags: training:")
+    assert "--batch_size" in out and "--export_dir" in out and "--search_space" in out
+    # absl's own flags stay in --helpfull.
+    assert "--verbosity" not in out and "--helpfull" in out
+    assert not any(noise in result.stderr for noise in STARTUP_NOISE), result.stderr
+
+
+def test_no_tensorflow_startup_lines_on_stderr(tmp_path):
+    path = tmp_path / "mosi.pkl"
+    write_pickle(make_fake_mmsa("mosi_unaligned"), str(path))
+    result = run_cli("--mode=inspect", f"--source=pickle:{path}@mosi")
+    assert result.returncode == 0, result.stderr
+    assert "source pickle:" in result.stdout
+    assert not any(noise in result.stderr for noise in STARTUP_NOISE), result.stderr
