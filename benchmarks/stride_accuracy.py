@@ -1,6 +1,6 @@
 """Accuracy with strided audio/vision encoders vs full frame rate (run by hand, not in CI).
 
-`--av_stride=auto` is what makes MOSI-unaligned training fast on a CPU (SPEC §3.1); this
+`--av_stride=auto` is what makes MOSI-unaligned training fast on a CPU (docs/design.md §4.1); this
 checks it costs no accuracy. Same data, seeds and budget, two runs of each model:
 full frame rate (`--av_stride=1`) and a forced stride (default 4, MOSI's vision stride).
 

@@ -51,7 +51,7 @@ class Config:
     )
     modalities: str = _field("t,a,v", "Comma-separated non-empty subset of t,a,v.")
 
-    # Model (SPEC §3).
+    # Model (docs/design.md §4).
     model: str = _field("midg", "`midg` or the `erm` late-fusion baseline.", ("midg", "erm"))
     baselines: str = _field(
         "",
@@ -115,7 +115,7 @@ class Config:
         ("stream", "source"),
     )
 
-    # Training (SPEC §4).
+    # Training (docs/design.md §8).
     epochs: int = _field(30, "Maximum epochs.")
     batch_size: int = _field(32, "Batch size.")
     learning_rate: float = _field(1e-3, "AdamW learning rate.")
@@ -143,7 +143,7 @@ class Config:
     export_dir: str = _field("", "SavedModel export root (`<export_dir>/<version>/`).")
     export_version: int = _field(0, "SavedModel version (0 = next free one).")
 
-    # Tuning (SPEC §7).
+    # Tuning (docs/design.md §9).
     tuner: str = _field("random", "keras-tuner algorithm.", ("random", "bayesian", "hyperband"))
     max_trials: int = _field(10, "Tuner trials.")
     executions_per_trial: int = _field(1, "Fits per trial (averaged).")

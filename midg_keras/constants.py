@@ -1,4 +1,4 @@
-"""Names and tables every part of the project shares (docs/design.md, "Data").
+"""Names and tables every part of the project shares (docs/design.md §3).
 
 One place for the modality keys, their one-letter flag names, the split names, the label
 families with their scale, the run's model file and the model-selection metric, so that

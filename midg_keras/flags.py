@@ -13,8 +13,8 @@ _DEFINE_BY_TYPE = {
     str: flags.DEFINE_string,
 }
 
-# Input paths given in a flagfile are resolved from the flagfile's own directory (docs/design.md §7);
-# outputs (--workdir, --export_dir) stay relative to the current directory.
+# Input paths given in a flagfile are resolved from the flagfile's own directory
+# (docs/design.md §7); outputs (--workdir, --export_dir) stay relative to the current directory.
 PATH_FLAGS = frozenset({"data_dir", "manual_dir", "source", "target"})
 SOURCE_FLAGS = frozenset({"source", "target"})
 

@@ -9,7 +9,7 @@ averages over the real tokens only and is 0 (not NaN) when there are none.
 
 Decoupling terms (`gaussian_kl_standard_normal`, `masked_mse`) are averaged
 over feature dimensions as well as tokens ("nats per dimension"), so that
-their scale does not grow with `--hidden_dim` and the loss weights in SPEC §3.6
+their scale does not grow with `--hidden_dim` and the loss weights in docs/design.md §5
 keep their meaning when the width changes.
 """
 
@@ -46,7 +46,7 @@ def gaussian_kl_standard_normal(mean, log_var, mask=None):
     """KL(N(mean, exp(log_var)) || N(0, I)) per dimension, averaged over real tokens.
 
     This is the prior term of the decoupling bound (paper Eq. 2 read with
-    standard normal priors, SPEC §3.2). Per element it is
+    standard normal priors, docs/design.md §4.2). Per element it is
     `0.5 * (exp(log_var) + mean**2 - 1 - log_var)`.
 
     Args:

@@ -18,7 +18,7 @@ SCRIPT = REPO_ROOT / "tests" / "backend_check.py"
 @pytest.mark.parametrize("backend,module", [("jax", "jax"), ("torch", "torch")])
 def test_layers_run_on_backend(backend, module):
     if importlib.util.find_spec(module) is None:
-        reason = f"{module} is not installed (SPEC §9: jax, torch==2.13.0 CPU wheel)"
+        reason = f"{module} is not installed (docs/design.md §11: jax, torch==2.13.0 CPU wheel)"
         print(f"SKIPPED {backend}: {reason}")
         pytest.skip(reason)
     env = dict(os.environ)

@@ -1,4 +1,4 @@
-"""`--distribute` (SPEC §4): MirroredStrategy on 2 logical CPU devices matches one device.
+"""`--distribute` (docs/design.md §8): MirroredStrategy on 2 logical CPU devices = one device.
 
 Logical devices must be configured before TensorFlow starts, so the runs happen in a
 subprocess. The same tiny MIDG (same seed, same unshuffled batches) trains 3 steps on one

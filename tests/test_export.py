@@ -1,5 +1,6 @@
-"""SavedModel export (SPEC §8): the CLI, the `serving_default` contract, fresh-process load,
-`saved_model_cli show/run`, versions, seed choice, mixed precision and modality subsets.
+"""SavedModel export (docs/design.md §10): the CLI, the `serving_default` contract,
+fresh-process load, `saved_model_cli show/run`, versions, seed choice, mixed precision and
+modality subsets.
 
 The model is built and saved without training (a fit costs ~30 s here); export does not
 care how the weights were obtained.

@@ -79,7 +79,7 @@ def test_later_flags_win_when_absl_parses_the_result(configs):
 
 
 def test_absl_alone_resolves_nested_flagfiles_from_the_cwd(configs):
-    # The pitfall this module exists for (SPEC §9): absl cannot find base/common.flags.
+    # The pitfall this module exists for (docs/design.md §11): absl cannot find base/common.flags.
     flag_values = flags.FlagValues()
     flags.DEFINE_integer("epochs", 1, "", flag_values=flag_values)
     with pytest.raises(flags.CantOpenFlagFileError):

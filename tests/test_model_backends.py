@@ -1,6 +1,6 @@
 """MIDG's forward pass and loss on JAX and PyTorch, and TF's train_step against compute_loss.
 
-SPEC §4: one loss code path serves every backend. TensorFlow writes a tiny MIDG's weights
+docs/design.md §8: one loss code path serves every backend. TensorFlow writes a tiny MIDG's weights
 and a batch; subprocesses with KERAS_BACKEND=jax / torch load them and must reproduce
 TF's predictions and every loss term; PyTorch also runs one step of Keras' own
 `train_step` (which calls `compute_loss`). JAX runs a jitted forward pass + `compute_loss`

@@ -1,4 +1,6 @@
-"""Mixed precision (SPEC §4): `--mixed_precision` policies on CPU, float32 heads and losses."""
+"""Mixed precision (docs/design.md §8): `--mixed_precision` policies on CPU.
+
+Heads and losses stay float32."""
 
 import json
 import math

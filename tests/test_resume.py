@@ -1,4 +1,4 @@
-"""Resumable and reproducible training (SPEC §4): kill, resume, compare; rerun, compare.
+"""Resumable and reproducible training (docs/design.md §8): kill, resume, compare; rerun, compare.
 
 Every run is a separate `python` process (a fresh TF runtime, as after a crash) training a
 tiny text-only MIDG for 3 epochs with `--deterministic`. Run B is killed with SIGKILL in

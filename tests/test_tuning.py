@@ -1,4 +1,4 @@
-"""`--mode=tune` (SPEC §7): search space syntax, resumable keras-tuner search, best flagfile.
+"""`--mode=tune` (docs/design.md §9): search space syntax, resumable search, best flagfile.
 
 One real search trains a tiny MIDG: a subprocess starts a 2-trial random search and is
 killed (SIGKILL) as the 2nd trial starts training; run again on the same workdir it keeps

@@ -3,7 +3,8 @@
 Batches are `(inputs, label)` where `inputs` holds, for each used modality `m` in
 `text|audio|vision`, `m` (B, T, D) float32 zero-padded to the batch's longest sequence and
 `m_mask` (B, T) bool, plus `source_index` (B,) int32 (which source dataset, for
-`--domain_labels=source`). `label` is on the common scale (native / family max, SPEC §2.4).
+`--domain_labels=source`). `label` is on the common scale (native / family max,
+docs/design.md §3.6).
 """
 
 import dataclasses
@@ -28,7 +29,7 @@ class PreparedData:
         target: the dataset whose test split is reported (a source itself when in-domain).
         modalities: used modality keys, in `text, audio, vision` order.
         dims: modality key -> feature dim the model takes (the first source's dims).
-        strides: modality key -> projection stride of its encoder (SPEC §3.1).
+        strides: modality key -> projection stride of its encoder (docs/design.md §4.1).
         train, validation: batched `(inputs, label)` source splits.
         test: the target's test split as `(inputs, label, id)` batches.
     """
@@ -140,7 +141,7 @@ def _fit_last_dim(features, dim):
 
 
 def check_dims(reference: Source, other: Source, modalities, harmonize: str):
-    """Feature dims of two datasets must agree unless `--harmonize=pad` (SPEC §2.4)."""
+    """Feature dims of two datasets must agree unless `--harmonize=pad` (docs/design.md §3.6)."""
     for key in modalities:
         if reference.dims[key] != other.dims[key] and harmonize != "pad":
             raise DataError(
@@ -154,7 +155,10 @@ def check_dims(reference: Source, other: Source, modalities, harmonize: str):
 
 
 def resolve_strides(config: Config, sources, modalities) -> dict[str, int]:
-    """Per-modality projection stride: text 1; audio/vision `auto` or forced (SPEC §3.1)."""
+    """Per-modality projection stride: text 1; audio/vision `auto` or forced.
+
+    See docs/design.md §4.1.
+    """
     strides = {}
     for key in modalities:
         if key == "text":

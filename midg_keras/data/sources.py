@@ -15,7 +15,8 @@ from midg_keras.data.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 MODALITY_KEYS = {"t": "text", "a": "audio", "v": "vision"}
-# Labels are divided by the family's maximum so all datasets train on one scale (SPEC §2.4).
+# Labels are divided by the family's maximum so all datasets train on one scale
+# (docs/design.md §3.6).
 LABEL_SCALE = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0}
 # Label family of each TFDS builder; the synthetic data follows MOSI's scale and metrics.
 BUILDER_FAMILY = {"mosi": "mosi", "mosei": "mosei", "sims": "sims", "synthetic": "mosi"}

@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving: `export_workdir(config)` (SPEC §8)."""
+"""SavedModel export for TF Serving: `export_workdir(config)` (docs/design.md §10)."""
 
 from midg_keras.export.saved_model import (
     SIGNATURE_NAME,

@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving (SPEC §8).
+"""SavedModel export for TF Serving (docs/design.md §10).
 
 A trained workdir becomes `<export_dir>/<version>/`: a TensorFlow SavedModel written with
 `keras.export.ExportArchive` whose `serving_default` signature is the serving contract:

@@ -1,4 +1,4 @@
-"""Custom Keras 3 layers of MIDG (SPEC §3), one per module."""
+"""Custom Keras 3 layers of MIDG (docs/design.md §4), one per module."""
 
 from midg_keras.layers.club_estimator import ClubEstimator
 from midg_keras.layers.cm_adapter import CMAdapter

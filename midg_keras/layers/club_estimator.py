@@ -49,7 +49,7 @@ class ClubEstimator(keras.layers.Layer):
 
     References:
         Cheng et al., "CLUB: A Contrastive Log-ratio Upper Bound of Mutual
-        Information", ICML 2020; MIDG paper Eqs. 1-2 (SPEC §3.2).
+        Information", ICML 2020; MIDG paper Eqs. 1-2 (docs/design.md §4.2).
     """
 
     def __init__(self, hidden_dim, **kwargs):

@@ -11,7 +11,7 @@ class CMAdapter(keras.layers.Layer):
     """Injects knowledge from context modalities into a target modality (paper §3.4).
 
     `M_m = MLP(Dropout(CrossModalAttention(O_m, context)))`,
-    `g_m = sigmoid(Dense(O_m))` and `O_mi = O_m + g_m * M_m` (SPEC §3.5): the
+    `g_m = sigmoid(Dense(O_m))` and `O_mi = O_m + g_m * M_m` (docs/design.md §4.5): the
     target modality O_m is the query, the concatenated sequences of the other
     two modalities are keys and values, and the gate, computed from the
     target alone, decides per position and channel how much injected

@@ -6,7 +6,7 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="midg")
 class GradientReversal(keras.layers.Layer):
-    """Identity forward, `-lambda * upstream` backward (SPEC §3.4).
+    """Identity forward, `-lambda * upstream` backward (docs/design.md §4.4).
 
     Placed between the experts and the domain discriminator: the
     discriminator learns to tell domains apart while the experts receive the

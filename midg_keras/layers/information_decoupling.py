@@ -15,7 +15,7 @@ class InformationDecoupling(keras.layers.Layer):
     """Splits a modality sequence into in-domain and out-of-domain parts.
 
     Token-wise, two Gaussian encoders give q(A_im | A_m) and q(A_om | A_m).
-    The decoupling loss L_DIS (SPEC §3.2, the variational reading of paper
+    The decoupling loss L_DIS (docs/design.md §4.2, the variational reading of paper
     Eq. 2) is the sum of the terms selected by `decouple`:
     - "kl" terms: KL(q_im || N(0, I)) + KL(q_om || N(0, I));
     - "recon": the negative Gaussian log-likelihood of A_m given

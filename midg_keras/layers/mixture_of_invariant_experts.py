@@ -11,7 +11,7 @@ class MixtureOfInvariantExperts(keras.layers.Layer):
     """Routes a fused representation through K experts and mixes their outputs.
 
     `h = sum_k g_k(I) * E_k(I)` with the `Router` weights g and experts
-    `E_k = Dense(4d) -> GELU -> Dropout -> Dense(d)` (paper §3.3, SPEC §3.3).
+    `E_k = Dense(4d) -> GELU -> Dropout -> Dense(d)` (paper §3.3, docs/design.md §4.3).
     Every expert is evaluated (top-k routing zeroes the unselected experts'
     weights). The experts are separate Dense layers: on TensorFlow/CPU a
     forward+backward step is 1.6-2x faster than one einsum over stacked

@@ -21,7 +21,7 @@ def sinusoidal_position_encoding(length, dim, dtype):
 
 @keras.saving.register_keras_serializable(package="midg")
 class ModalityEncoder(keras.layers.Layer):
-    """Encodes one modality's feature sequence into A_m (SPEC §3.1, paper §3.2).
+    """Encodes one modality's feature sequence into A_m (docs/design.md §4.1, paper §3.2).
 
     The input features are projected to `hidden_dim` with a Conv1D whose
     kernel and stride both equal `stride`, so each output frame summarizes one

@@ -7,7 +7,7 @@ from midg_keras.layers.cross_modal_attention import CrossModalAttention
 
 @keras.saving.register_keras_serializable(package="midg")
 class TransformerEncoderBlock(keras.layers.Layer):
-    """Self-attention + feed-forward block of the modality encoders (SPEC §3.1).
+    """Self-attention + feed-forward block of the modality encoders (docs/design.md §4.1).
 
     `x = LayerNorm(x + Dropout(SelfAttention(x)))`, then
     `x = LayerNorm(x + Dropout(FFN(x)))` with `FFN = Dense(intermediate_dim,

@@ -4,7 +4,7 @@ Subclasses implement `call(inputs) -> dict` (every output per-sample, `predictio
 common label scale) and `loss_terms(inputs, y, y_pred) -> dict` (scalars, `loss` the
 total). One loss code path serves every backend: Keras' own `train_step` calls
 `compute_loss` on JAX and PyTorch; on TensorFlow an explicit `train_step` does the same
-under a `GradientTape` with the optimizer's loss scaling (SPEC §4).
+under a `GradientTape` with the optimizer's loss scaling (docs/design.md §8).
 """
 
 import keras

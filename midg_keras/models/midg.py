@@ -1,4 +1,4 @@
-"""The MIDG model (paper Fig. 1, SPEC §3) and its training step (SPEC §4)."""
+"""The MIDG model (paper Fig. 1, docs/design.md §4) and its training step (docs/design.md §8)."""
 
 import keras
 from keras import ops
@@ -36,7 +36,7 @@ class MIDG(SentimentModel):
         num_experts: experts K of the MoIE.
         router_top_k: 0 for a dense mixture, k > 0 for top-k routing.
         router_aux_weight: weight of the router's load-balance loss.
-        decouple: `kl_recon`, `club` or `kl_recon_club` (SPEC §3.2).
+        decouple: `kl_recon`, `club` or `kl_recon_club` (docs/design.md §4.2).
         club_weight: weight of the CLUB bound inside L_DIS.
         use_moie: False replaces the MoIE by a concat + MLP fusion (Table 2).
         use_cm_adapter: False replaces the CM-Adapter by pooled concat + MLP (Table 2).
@@ -65,7 +65,7 @@ class MIDG(SentimentModel):
     ```
 
     References:
-        MIDG paper, Eqs. 1-7 and Fig. 1; SPEC §3.
+        MIDG paper, Eqs. 1-7 and Fig. 1; docs/design.md §4.
     """
 
     LOSS_TERMS = (
@@ -241,7 +241,7 @@ class MIDG(SentimentModel):
         return self.fusion(pooled, training=training), ops.zeros((), "float32")
 
     def loss_terms(self, inputs, y, y_pred):
-        """L = α·L_in + β·L_out + γ·L_DIS + router aux (Eqs. 4, 6, 7; SPEC §3.6)."""
+        """L = α·L_in + β·L_out + γ·L_DIS + router aux (Eqs. 4, 6, 7; docs/design.md §5)."""
         y = ops.cast(y, "float32")
         regression_in = midg_losses.regression_loss(y, y_pred["y_in"], kind=self.reg_loss)
         regression_out = midg_losses.regression_loss(y, y_pred["y_out"], kind=self.reg_loss)

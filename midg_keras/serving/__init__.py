@@ -1,4 +1,4 @@
-"""Serving the exported SavedModel: a TF Serving client and local stand-ins (SPEC §8).
+"""Serving the exported SavedModel: a TF Serving client and local stand-ins (docs/design.md §10).
 
 `client` builds TF Serving REST bodies and gRPC `PredictRequest`s and sends them.
 `rest_standin`, `grpc_standin` and `standin` are LOCAL STAND-INS for

@@ -1,9 +1,9 @@
 """TF Serving client for the exported MIDG model: REST bodies and gRPC `PredictRequest`s.
 
 Builds the `serving_default` inputs (`text`, `audio`, `vision` float32 [batch, time, dim],
-`*_length` int32 [batch]; SPEC §8) from a data source (an MMSA pickle or a TFDS builder, in
-`train.py`'s `--source` syntax), from an `.npz` of those six arrays, or from numpy arrays,
-and sends them to TF Serving (or the local stand-ins):
+`*_length` int32 [batch]; docs/design.md §10) from a data source (an MMSA pickle or a TFDS
+builder, in `train.py`'s `--source` syntax), from an `.npz` of those six arrays, or from numpy
+arrays, and sends them to TF Serving (or the local stand-ins):
 
     python -m midg_keras.serving.client --source=pickle:/data/mosi.pkl@mosi --num_examples=4 \
         --rest_url=http://127.0.0.1:8501/v1/models/midg:predict

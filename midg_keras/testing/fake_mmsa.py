@@ -25,7 +25,7 @@ LAYOUTS = (
 )
 MODALITIES = ("text", "audio", "vision")
 
-# Feature dims and padded sequence lengths of the stock MMSA files (SPEC §2.1).
+# Feature dims and padded sequence lengths of the stock MMSA files (docs/design.md §3.1).
 STOCK_DIMS = {
     "mosi_unaligned": {"text": 768, "audio": 5, "vision": 20},
     "mosi_aligned": {"text": 768, "audio": 5, "vision": 20},

@@ -1,4 +1,4 @@
-"""keras-tuner search over MIDG's hyper-parameters (SPEC §7): `run_search(config)`.
+"""keras-tuner search over MIDG's hyper-parameters (docs/design.md §9): `run_search(config)`.
 
 Each trial trains the configured model on the source training split with the flags of
 `--search_space` set to the trial's values and scores it by the lowest source-validation
@@ -66,7 +66,7 @@ def _fatal_trial_error():
 
 
 def check_dependencies(tuner: str):
-    """keras-tuner imports these lazily: missing, every trial would fail (SPEC §9)."""
+    """keras-tuner imports these lazily: missing, every trial would fail (docs/design.md §11)."""
     needed = {"keras_tuner": "keras-tuner", "tensorboard.plugins.hparams.api": "tensorboard"}
     if tuner == "bayesian":
         needed.update({"scipy": "scipy", "sklearn": "scikit-learn"})
