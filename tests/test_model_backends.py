@@ -19,7 +19,7 @@ import pytest
 
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

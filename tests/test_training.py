@@ -10,7 +10,7 @@ import pytest
 
 from midg_keras.config import Config
 from midg_keras.metrics import MOSI_KEYS, SIMS_KEYS
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import experiment
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
 

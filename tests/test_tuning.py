@@ -22,7 +22,7 @@ from midg_keras import flags as midg_flags
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.flagfile import expand_flagfiles
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.tuning import (
     OBJECTIVE,
     TrialError,
