@@ -63,7 +63,7 @@ class SourceSpec:
         if text.startswith(PICKLE_PREFIX):
             return cls._parse_pickle(text, flag)
         builder, _, config = text.partition("/")
-        if builder not in BUILDER_FAMILY or "/" in config or (text.endswith("/") and not config):
+        if builder not in BUILDER_FAMILY or "/" in config or text.endswith("/"):
             raise DataError(
                 f"--{flag}: unknown source {text!r}",
                 fix="use <builder>[/<config>] with builder one of "
