@@ -60,20 +60,17 @@ def quiet_tensorflow_startup():
 
 
 def run(config):
+    import datasets  # the project's TFDS builders, opened by name as sources
+
+    datasets.register()
     if config.mode == "inspect":
         from midg_keras.data.inspect import describe_source
-        from midg_keras.data.sources import load_source
+        from midg_keras.data.pipeline import open_source
+        from midg_keras.data.sources import parse_sources
 
-        specs = [s for s in config.source.split(",") if s.strip()]
-        specs += [config.target] if config.target.strip() else []
+        specs = parse_sources(config.source, "source") + parse_sources(config.target, "target")
         for spec in specs:
-            source = load_source(
-                spec,
-                data_dir=config.data_dir,
-                manual_dir=config.manual_dir,
-                nan_to_num=config.nan_to_num,
-            )
-            print(describe_source(source))
+            print(describe_source(open_source(spec, config)))
         return
     if config.mode in ("train", "evaluate"):
         from midg_keras.training import experiment

@@ -3,7 +3,7 @@
 import os
 import time
 
-from midg_keras.testing.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
+from tests.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
 
 
 def write_mosi_unaligned_pickle(directory, samples, batch_size):

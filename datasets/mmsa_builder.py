@@ -18,10 +18,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from midg_keras.constants import MODALITY_KEYS, SPLITS
 from midg_keras.data.errors import DataError
 
-SPLIT_NAMES = ("train", "validation", "test")
-MODALITIES = ("text", "audio", "vision")
 UNIMODAL_LABELS = ("label_t", "label_a", "label_v")
 MMSA_HOMEPAGE = "https://github.com/thuiar/MMSA"
 
@@ -44,7 +43,7 @@ def features_dict(dims, unimodal_labels=False):
             dtype=np.float32, doc="Sentiment regression label, native scale."
         ),
     }
-    for modality in MODALITIES:
+    for modality in MODALITY_KEYS:
         features[modality] = tfds.features.Tensor(
             shape=(None, dims[modality]),
             dtype=np.float32,
@@ -68,12 +67,10 @@ def record_split_statistics(metadata, splits):
         metadata: `builder.info.metadata` (a `tfds.core.MetadataDict`).
         splits: {"train"|"validation"|"test": SplitArrays} as `load_mmsa_pickle` returns.
     """
-    metadata["fixed_neg_inf"] = {name: int(splits[name].fixed_neg_inf) for name in SPLIT_NAMES}
+    metadata["fixed_neg_inf"] = {name: int(splits[name].fixed_neg_inf) for name in SPLITS}
     metadata["max_lengths"] = {
-        modality: max(
-            int(np.max(getattr(splits[name], f"{modality}_length"))) for name in SPLIT_NAMES
-        )
-        for modality in MODALITIES
+        modality: max(int(np.max(getattr(splits[name], f"{modality}_length"))) for name in SPLITS)
+        for modality in MODALITY_KEYS
     }
 
 
@@ -112,7 +109,7 @@ class MmsaConfig(tfds.core.BuilderConfig):
 def _describe_config(config):
     shapes = ", ".join(
         f"{modality} ({config.padded_lengths[modality]}, {config.dims[modality]})"
-        for modality in MODALITIES
+        for modality in MODALITY_KEYS
     )
     return f"MMSA {config.mmsa_path}: {shapes}"
 
@@ -123,7 +120,8 @@ def manual_instructions(dataset_title, configs):
         f"This builder reads the {dataset_title} feature pickle that MMSA",
         f"({MMSA_HOMEPAGE}) distributes. Download it from the links in the MMSA README",
         "(Google Drive or Baidu Netdisk, section 'Datasets') and copy it, renamed as below,",
-        "into the manual dir: `tfds.download.DownloadConfig(manual_dir=...)`, or by default",
+        "into the manual dir: train.py's `--manual_dirs=<builder>=DIR` or `--manual_dir=DIR`",
+        "(tfds: `tfds.download.DownloadConfig(manual_dir=...)`), by default",
         "`<data_dir>/downloads/manual/`.",
         "",
     ]
@@ -175,7 +173,7 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._check_layout(path, splits)
         self.info.metadata["source_file"] = path.name
         record_split_statistics(self.info.metadata, splits)
-        return {name: self._generate_examples(splits[name]) for name in SPLIT_NAMES}
+        return {name: self._generate_examples(splits[name]) for name in SPLITS}
 
     def _generate_examples(self, split_arrays):
         return keyed_examples(split_arrays)
@@ -184,9 +182,9 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Path of this config's file in the manual dir, or a DataError saying how to get it."""
         config = self.builder_config
         fix = (
-            f"download MMSA's {config.mmsa_path} (links in the {MMSA_HOMEPAGE} README) and "
-            f"save it as <manual_dir>/{config.file_name}, where <manual_dir> is "
-            "DownloadConfig(manual_dir=...) or <data_dir>/downloads/manual; see "
+            f"download MMSA's {config.mmsa_path} (links in the {MMSA_HOMEPAGE} README), "
+            f"save it as DIR/{config.file_name} and pass --manual_dirs={self.name}=DIR "
+            "(or --manual_dir=DIR for every builder); see "
             f"{type(self).__name__}.MANUAL_DOWNLOAD_INSTRUCTIONS"
         )
         try:
@@ -216,12 +214,12 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """
         config = self.builder_config
         train = splits["train"]
-        dims = {modality: int(getattr(train, modality).shape[-1]) for modality in MODALITIES}
-        padded = {modality: int(getattr(train, modality).shape[1]) for modality in MODALITIES}
+        dims = {modality: int(getattr(train, modality).shape[-1]) for modality in MODALITY_KEYS}
+        padded = {modality: int(getattr(train, modality).shape[1]) for modality in MODALITY_KEYS}
         aligned = len(set(padded.values())) == 1
         if dims == config.dims and aligned == config.aligned:
             return
-        found = ", ".join(f"{m} ({padded[m]}, {dims[m]})" for m in MODALITIES)
+        found = ", ".join(f"{m} ({padded[m]}, {dims[m]})" for m in MODALITY_KEYS)
         fits = [
             f"{name}/{other.name}"
             for name, configs in STOCK_CONFIGS.items()
@@ -260,7 +258,8 @@ _MOSEI_DIMS = {"text": 768, "audio": 74, "vision": 35}
 _ALIGNED_50 = {"text": 50, "audio": 50, "vision": 50}
 
 # The stock MMSA files. Checksums: MMSA README (only prefixes are recorded for MOSI and
-# MOSEI, see /work/shared/real_data/SOURCES.md); SIMS from its Git LFS pointer.
+# MOSEI, see SOURCES.md in the shared real-data folder, tests/real_data.py); SIMS from its
+# Git LFS pointer.
 STOCK_CONFIGS = {
     "mosi": [
         _config(

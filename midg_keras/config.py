@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 
 MODES = ("train", "evaluate", "inspect", "export", "tune")
 MODALITIES = ("t", "a", "v")
+# Builders that read MMSA pickles from a manual dir (--manual_dirs keys).
+MANUAL_BUILDERS = ("mosi", "mosei", "sims")
 
 
 @dataclasses.dataclass
@@ -41,6 +43,11 @@ class Config:
     data_dir: str = _field("", "TFDS data_dir (default: TFDS' own, ~/tensorflow_datasets).")
     manual_dir: str = _field(
         "", "Folder holding the MMSA pickles for the mosi/mosei/sims builders."
+    )
+    manual_dirs: str = _field(
+        "",
+        "A folder per builder, e.g. `mosi=/data/MOSI,mosei=/data/MOSEI` (MOSI's and MOSEI's "
+        "files share names); builders not named here read --manual_dir.",
     )
     nan_to_num: bool = _field(False, "Map NaN/inf features to 0 (counted) instead of failing.")
     harmonize: str = _field(
@@ -163,6 +170,11 @@ class Config:
                 names.append(name.strip())
         return names
 
+    def manual_dir_map(self) -> dict[str, str]:
+        """--manual_dirs as {builder: folder}."""
+        pairs = (item.partition("=") for item in self.manual_dirs.split(",") if item.strip())
+        return {name.strip(): folder.strip() for name, _, folder in pairs}
+
     def seed_list(self):
         if self.seeds.strip():
             return [int(s) for s in self.seeds.split(",") if s.strip()]
@@ -216,6 +228,14 @@ class Config:
             self.seed_list()
         except ValueError:
             raise ConfigError(f"--seeds={self.seeds!r}: give comma-separated integers.") from None
+        for item in self.manual_dirs.split(","):
+            name, equals, folder = item.partition("=")
+            if item.strip() and (name.strip() not in MANUAL_BUILDERS or not equals or not folder):
+                raise ConfigError(
+                    f"--manual_dirs={self.manual_dirs!r}: give comma-separated builder=FOLDER "
+                    f"with builder one of {', '.join(MANUAL_BUILDERS)}, "
+                    "e.g. mosi=/data/MOSI,mosei=/data/MOSEI."
+                )
         if self.domain_labels == "source" and len(self.source.split(",")) < 2:
             raise ConfigError(
                 "--domain_labels=source needs several comma-separated --source datasets."

@@ -8,8 +8,9 @@ absl sees the arguments and resolves, relative to the including flagfile's folde
 * nested `--flagfile=` paths;
 * the values of flags named in `path_flags` (`--workdir=runs/x` in `configs/a.flags`
   becomes `--workdir=/abs/configs/runs/x`); for data-source flags (`source_flags`,
-  comma-separated `<builder>/<config>` or `pickle:PATH[@family]`) only the PATH of the
-  `pickle:` items is a path.
+  comma-separated `<builder>[/<config>]` or `pickle:PATH[@family]`, parsed by
+  `SourceSpec`) only the PATH of the `pickle:` items is a path, and for folder-map flags
+  (`folder_map_flags`, `--manual_dirs=mosi=../MOSI,mosei=/data/MOSEI`) each FOLDER is.
 
 Paths on the command line itself stay relative to the current directory, as usual.
 Absolute paths, `~` paths and URLs (`gs://...`) are kept. File syntax is absl's: one
@@ -24,12 +25,14 @@ import re
 
 from absl import flags
 
+from midg_keras.data.errors import DataError
+from midg_keras.data.sources import parse_sources
+
 DATA_SOURCE_FLAGS = frozenset({"source", "target"})
+FOLDER_MAP_FLAGS = frozenset({"manual_dirs"})
 
 _FLAGFILE_NAMES = ("--flagfile", "-flagfile")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_FAMILY_SUFFIX = re.compile(r"^[A-Za-z0-9_]+$")
-_PICKLE_PREFIX = "pickle:"
 
 
 class FlagfileError(flags.Error, ValueError):
@@ -53,30 +56,35 @@ def _resolve_path(value, base_dir):
     return os.path.normpath(os.path.join(base_dir, value))
 
 
-def _resolve_data_source(item, base_dir):
-    """Resolves the PATH of `pickle:PATH[@family]`; builder names are returned unchanged."""
-    if not item.startswith(_PICKLE_PREFIX):
-        return item
-    path, at, family = item[len(_PICKLE_PREFIX) :].rpartition("@")
-    if not (at and _FAMILY_SUFFIX.match(family)):
-        path, family = item[len(_PICKLE_PREFIX) :], ""
-    suffix = f"@{family}" if family else ""
-    return f"{_PICKLE_PREFIX}{_resolve_path(path, base_dir)}{suffix}"
+def _resolve_data_sources(flag, value, base_dir):
+    """Resolves the PATH of each `pickle:PATH[@family]` item; builder names stay as they are."""
+    specs = parse_sources(value, flag)
+    return ",".join(str(spec.with_path(_resolve_path(spec.path, base_dir))) for spec in specs)
 
 
-def _resolve_flag_line(arg, base_dir, path_flags, source_flags):
+def _resolve_folder_map(value, base_dir):
+    """Resolves FOLDER in each `name=FOLDER` item."""
+    pairs = (item.strip().partition("=") for item in value.split(",") if item.strip())
+    return ",".join(
+        f"{name}{equals}{_resolve_path(folder, base_dir)}" for name, equals, folder in pairs
+    )
+
+
+def _resolve_flag_line(arg, base_dir, path_flags, source_flags, folder_map_flags):
     match = re.match(r"^(--?)([A-Za-z0-9_.-]+)=(.*)$", arg, flags=re.DOTALL)
     if not match or match.group(2) not in path_flags:
         return arg
     dashes, name, value = match.groups()
     if name in source_flags:
-        value = ",".join(_resolve_data_source(item.strip(), base_dir) for item in value.split(","))
+        value = _resolve_data_sources(name, value, base_dir)
+    elif name in folder_map_flags:
+        value = _resolve_folder_map(value, base_dir)
     else:
         value = _resolve_path(value, base_dir)
     return f"{dashes}{name}={value}"
 
 
-def _read_flagfile(written, path, stack, path_flags, source_flags, included_from):
+def _read_flagfile(written, path, stack, flag_kinds, included_from):
     """The arguments in flagfile `path` (`written` as in the including line), expanded."""
     real_path = os.path.realpath(path)
     if real_path in stack:
@@ -108,17 +116,24 @@ def _read_flagfile(written, path, stack, path_flags, source_flags, included_from
                     nested,
                     _resolve_path(nested, base_dir),
                     stack,
-                    path_flags,
-                    source_flags,
+                    flag_kinds,
                     f"{path}:{line_number}",
                 )
             )
         else:
-            expanded.append(_resolve_flag_line(arg, base_dir, path_flags, source_flags))
+            try:
+                expanded.append(_resolve_flag_line(arg, base_dir, *flag_kinds))
+            except DataError as error:
+                raise FlagfileError(f"{path}:{line_number}: {error}") from None
     return expanded
 
 
-def expand_flagfiles(argv, path_flags=frozenset(), source_flags=DATA_SOURCE_FLAGS):
+def expand_flagfiles(
+    argv,
+    path_flags=frozenset(),
+    source_flags=DATA_SOURCE_FLAGS,
+    folder_map_flags=FOLDER_MAP_FLAGS,
+):
     """Replaces every `--flagfile` argument by the flags it holds, recursively.
 
     Args:
@@ -129,13 +144,16 @@ def expand_flagfiles(argv, path_flags=frozenset(), source_flags=DATA_SOURCE_FLAG
             to that flagfile's folder.
         source_flags: the subset of `path_flags` holding comma-separated data sources,
             where only `pickle:PATH[@family]` items are paths.
+        folder_map_flags: the subset of `path_flags` holding comma-separated `name=FOLDER`
+            items, where each FOLDER is a path.
 
     Returns:
         a new argv without `--flagfile`, in order, ready for absl's `FLAGS(argv)`.
 
     Raises:
         FlagfileError: a flagfile is missing or unreadable (naming the file that
-            included it), includes itself, or a `--flagfile` has no path.
+            included it), includes itself, a `--flagfile` has no path, or a data source
+            in it is malformed (naming the file and line).
 
     Example:
         configs/mosi.flags holds `--flagfile=common.flags` and `--workdir=../runs/mosi`;
@@ -143,8 +161,7 @@ def expand_flagfiles(argv, path_flags=frozenset(), source_flags=DATA_SOURCE_FLAG
         {"workdir"}) returns ["train.py", <lines of configs/common.flags>,
         "--workdir=<repo>/runs/mosi"].
     """
-    path_flags = frozenset(path_flags)
-    source_flags = frozenset(source_flags)
+    flag_kinds = (frozenset(path_flags), frozenset(source_flags), frozenset(folder_map_flags))
     expanded = []
     args = list(argv)
     index = 0
@@ -167,8 +184,6 @@ def expand_flagfiles(argv, path_flags=frozenset(), source_flags=DATA_SOURCE_FLAG
         if not path:
             raise FlagfileError(f"{arg!r}: --flagfile needs a path: --flagfile=PATH.")
         expanded.extend(
-            _read_flagfile(
-                path, os.path.expanduser(path), [], path_flags, source_flags, "the command line"
-            )
+            _read_flagfile(path, os.path.expanduser(path), [], flag_kinds, "the command line")
         )
     return expanded

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 import datasets  # noqa: F401  (registers the builders)
 from midg_keras.data.errors import DataError
 from midg_keras.data.mmsa import load_mmsa_pickle
-from midg_keras.testing.fake_mmsa import STOCK_DIMS, make_fake_mmsa, write_pickle
+from tests.fake_mmsa import STOCK_DIMS, make_fake_mmsa, write_pickle
 
 tfds.disable_progress_bar()
 

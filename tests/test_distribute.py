@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from midg_keras.config import Config, ConfigError
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import runtime
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 3

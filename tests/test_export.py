@@ -18,8 +18,9 @@ import pytest
 import tensorflow as tf
 
 from midg_keras.config import Config, ConfigError
+from midg_keras.data.errors import DataError
 from midg_keras.export import export_workdir, find_run, next_version
-from midg_keras.export.saved_model import label_family, target_family
+from midg_keras.export.saved_model import target_family
 from midg_keras.models import MIDG
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,13 +238,23 @@ def test_several_seeds_export_the_best_source_validation_mae(tmp_path):
         ("sims/unaligned_39", "pickle:/d/b.pkl@mosei", "mosei"),
     ],
 )
-def test_label_scale_follows_the_target(source, target, family):
-    assert target_family(Config(source=source, target=target)) == family
+def test_label_scale_follows_the_target_in_an_old_config_json(source, target, family):
+    """Workdirs written before `data_sources` was recorded: derived through SourceSpec."""
+    assert target_family(json.loads(Config(source=source, target=target).to_json())) == family
+
+
+def test_recorded_label_family_wins_over_the_flags():
+    recorded = json.loads(Config(source="pickle:/d/a.pkl").to_json())
+    recorded["data_sources"] = {
+        "source": [{"spec": "pickle:/d/a.pkl", "label_family": "mosi"}],
+        "target": {"spec": "pickle:/d/a.pkl@sims", "label_family": "sims"},
+    }
+    assert target_family(recorded) == "sims"
 
 
 def test_unknown_builder_has_no_family():
-    with pytest.raises(ConfigError, match="label family"):
-        label_family("imdb/plain_text")
+    with pytest.raises(DataError, match="--target: unknown source 'imdb/plain_text'"):
+        target_family(json.loads(Config(target="imdb/plain_text").to_json()))
 
 
 def test_mixed_precision_subset_model_serves_float32_and_ignores_unused_inputs(tmp_path):

@@ -1,7 +1,6 @@
 """MMSA label.csv: the real MOSI and SIMS v2 label files, bad csvs, and the join with features."""
 
 import csv
-import os
 
 import numpy as np
 import pytest
@@ -9,11 +8,11 @@ import pytest
 from midg_keras.data.errors import DataError
 from midg_keras.data.label_csv import join_label_csv, read_label_csv
 from midg_keras.data.mmsa import load_mmsa_pickle
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.real_data import real_data_file
 
-REAL_DATA = "/work/shared/real_data"
-MOSI_CSV = os.path.join(REAL_DATA, "mosi", "mosi_label_mmsa_format_DERIVED.csv")
-SIMS_CSV = os.path.join(REAL_DATA, "simsv2", "simsv2s_labels_DERIVED.csv")
+MOSI_CSV = "mosi/mosi_label_mmsa_format_DERIVED.csv"
+SIMS_CSV = "simsv2/simsv2s_labels_DERIVED.csv"
 MMSA_COLUMNS = [
     "video_id",
     "clip_id",
@@ -71,9 +70,8 @@ def _csv_error(path, **kwargs):
 # ---------------------------------------------------------------- real files
 
 
-@pytest.mark.skipif(not os.path.exists(MOSI_CSV), reason="real MOSI label file not present")
 def test_real_mosi_label_csv():
-    splits = read_label_csv(MOSI_CSV, family="mosi")
+    splits = read_label_csv(real_data_file(MOSI_CSV), family="mosi")
     assert {name: len(rows) for name, rows in splits.items()} == {
         "train": 1284,
         "validation": 229,
@@ -90,9 +88,8 @@ def test_real_mosi_label_csv():
     assert all("$_$" in sample_id for rows in splits.values() for sample_id in rows.ids)
 
 
-@pytest.mark.skipif(not os.path.exists(SIMS_CSV), reason="real SIMS v2 label file not present")
 def test_real_sims_v2_label_csv_without_text():
-    splits = read_label_csv(SIMS_CSV, family="sims")
+    splits = read_label_csv(real_data_file(SIMS_CSV), family="sims")
     assert {name: len(rows) for name, rows in splits.items()} == {
         "train": 2722,
         "validation": 647,

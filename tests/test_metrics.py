@@ -2,17 +2,13 @@
 
 import csv
 import math
-import os
-import pathlib
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from midg_keras import metrics
-
-REAL_DATA = pathlib.Path(os.environ.get("MIDG_REAL_DATA", "/work/shared/real_data"))
-
+from tests.real_data import real_data_file
 
 # --- Hand-computed cases ---------------------------------------------------------------
 
@@ -261,18 +257,14 @@ def test_sims_matches_mmsa_reference(seed):
         np.testing.assert_equal(actual, {k: float(v) for k, v in expected.items()})
 
 
-def _read_csv(path):
-    if not path.exists():
-        pytest.skip(f"{path} not present (set MIDG_REAL_DATA to the real_data folder)")
-    with open(path, newline="", encoding="utf-8") as handle:
+def _read_csv(relative):
+    with open(real_data_file(relative), newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
 def test_real_simsv2_predictions_match_mmsa_reference():
     # CH-SIMS v2 test split with a published model's unimodal predictions (spp72kimo/chsims_v2).
-    rows = _read_csv(
-        REAL_DATA / "simsv2/original/spp72kimo_chsims_v2__fusion_Video_videoMAE_with_labels.csv"
-    )
+    rows = _read_csv("simsv2/original/spp72kimo_chsims_v2__fusion_Video_videoMAE_with_labels.csv")
     test_rows = [r for r in rows if r["mode"] == "test"]
     assert len(test_rows) == 1034
     for column in ("pred_t", "pred_a", "pred_v"):  # pred_v is empty for 4 faceless clips
@@ -284,7 +276,7 @@ def test_real_simsv2_predictions_match_mmsa_reference():
 
 
 def test_real_mosi_labels_match_mmsa_reference():
-    rows = _read_csv(REAL_DATA / "mosi/mosi_label_mmsa_format_DERIVED.csv")
+    rows = _read_csv("mosi/mosi_label_mmsa_format_DERIVED.csv")
     y_true = np.asarray([float(r["label"]) for r in rows if r["mode"] == "test"])
     assert len(y_true) == 686
     rng = np.random.default_rng(7)

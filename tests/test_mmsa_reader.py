@@ -7,7 +7,7 @@ import pytest
 
 from midg_keras.data.errors import DataError
 from midg_keras.data.mmsa import load_mmsa_pickle, mmsa_splits
-from midg_keras.testing.fake_mmsa import (
+from tests.fake_mmsa import (
     LAYOUTS,
     STOCK_DIMS,
     STOCK_LENGTHS,

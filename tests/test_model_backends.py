@@ -19,8 +19,8 @@ import pytest
 
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import trainer
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("jax", "torch")

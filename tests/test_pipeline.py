@@ -7,7 +7,7 @@ from midg_keras.config import Config
 from midg_keras.data.errors import DataError
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.data.sources import load_source
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 
 def _pickle(tmp_path, layout, name=None, **kwargs):

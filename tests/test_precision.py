@@ -14,8 +14,8 @@ import tensorflow as tf
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.layers import GradientReversal
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import runtime, trainer
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, router_top_k=1, batch_size=8, verbose=0)
 COMPUTE_DTYPES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLED_EPOCH = 1  # 0-based: killed after epoch 1 of 3 completed, at batch 2 of epoch 2

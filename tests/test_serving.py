@@ -19,7 +19,7 @@ from midg_keras.serving import client
 from midg_keras.serving.grpc_standin import start_grpc_standin
 from midg_keras.serving.rest_standin import RestStandin
 from midg_keras.serving.servable import Servable
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 SCALE = 3.0  # MOSI family
 

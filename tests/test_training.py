@@ -10,9 +10,9 @@ import pytest
 
 from midg_keras.config import Config
 from midg_keras.metrics import MOSI_KEYS, SIMS_KEYS
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.training import experiment
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, batch_size=8, epochs=2, verbose=0)
 
@@ -47,6 +47,8 @@ def test_run_writes_every_output(dg_run):
             assert len(list(csv.DictReader(f))) == TINY["epochs"]
         saved = Config.from_json(open(os.path.join(workdir, "config.json")).read())
         assert saved.source == config.source and saved.hidden_dim == 16
+        recorded = json.load(open(os.path.join(workdir, "config.json")))["data_sources"]
+        assert recorded["target"]["label_family"] == "sims"
     with open(os.path.join(config.workdir, "history.csv")) as f:
         header = next(csv.reader(f))
     for term in ("in_loss", "out_loss", "domain_loss", "decoupling_loss", "val_prediction_loss"):

@@ -22,7 +22,6 @@ from midg_keras import flags as midg_flags
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.flagfile import expand_flagfiles
-from midg_keras.testing.fake_mmsa import make_fake_mmsa, write_pickle
 from midg_keras.tuning import (
     OBJECTIVE,
     TrialError,
@@ -31,6 +30,7 @@ from midg_keras.tuning import (
     search,
     write_flagfile,
 )
+from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 # keras-tuner 1.4.8 calls threading.currentThread().getName() (deprecated) on every trial.
 pytestmark = [
@@ -151,6 +151,7 @@ def test_flagfile_round_trips_every_flag_from_any_directory(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     config = Config(
         source="pickle:data/a.pkl@sims,mosi/unaligned_50", manual_dir="mmsa", use_moie=False,
+        manual_dirs="mosi=MOSI,sims=/data/SIMS",
         alpha=0.123456789012345, learning_rate=3e-4, modalities="t,a", av_stride="2",
         workdir=str(tmp_path / "best"),
     ).validate()  # fmt: skip
@@ -162,6 +163,7 @@ def test_flagfile_round_trips_every_flag_from_any_directory(tmp_path, monkeypatc
     expected = config.replace(
         source=f"pickle:{tmp_path}/data/a.pkl@sims,mosi/unaligned_50",
         manual_dir=str(tmp_path / "mmsa"),
+        manual_dirs=f"mosi={tmp_path}/MOSI,sims=/data/SIMS",
     )
     assert parsed == expected
     assert open(path).read().startswith("# a comment\n")

@@ -17,9 +17,12 @@ can be written as a pickle and read back through the real loader.
 
 import dataclasses
 import os
+import pickle
 import tempfile
 
 import numpy as np
+
+from midg_keras.constants import FILE_SPLITS
 
 DEFAULT_SEED = 0
 
@@ -293,7 +296,7 @@ def generate_domain(name, seed=DEFAULT_SEED, sizes=None):
         for dim in (TEXT_SHAPE[1], AUDIO_SHAPE[1], VISION_SHAPE[1])
     ]
     data, first_video = {}, 0
-    for split in ("train", "valid", "test"):
+    for split in FILE_SPLITS:
         data[split] = _split(rng, spec, directions, offsets, sizes[split], first_video)
         first_video += -(-sizes[split] // CLIPS_PER_VIDEO)
     return data
@@ -301,9 +304,14 @@ def generate_domain(name, seed=DEFAULT_SEED, sizes=None):
 
 def write_domain_pickle(path, name, seed=DEFAULT_SEED, sizes=None):
     """Writes one domain as an MMSA feature pickle (readable by `load_mmsa_pickle`)."""
-    from midg_keras.testing.fake_mmsa import write_pickle
-
-    return write_pickle(generate_domain(name, seed=seed, sizes=sizes), path)
+    path = os.fspath(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(
+            generate_domain(name, seed=seed, sizes=sizes), f, protocol=pickle.HIGHEST_PROTOCOL
+        )
+    return path
 
 
 def generate_splits(name, seed=DEFAULT_SEED, sizes=None):

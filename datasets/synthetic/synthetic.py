@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from datasets import mmsa_builder
 from datasets.synthetic import generate
+from midg_keras.constants import SPLITS
 
 
 @dataclasses.dataclass(eq=False)
@@ -60,7 +61,7 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         splits = generate.generate_splits(config.name, seed=config.seed)
         mmsa_builder.record_split_statistics(self.info.metadata, splits)
-        return {name: self._generate_examples(splits[name]) for name in mmsa_builder.SPLIT_NAMES}
+        return {name: self._generate_examples(splits[name]) for name in SPLITS}
 
     def _generate_examples(self, split_arrays):
         return mmsa_builder.keyed_examples(split_arrays)

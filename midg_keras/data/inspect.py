@@ -1,6 +1,7 @@
 """`--mode=inspect`: what a user checks first on their own files."""
 
-from midg_keras.data.sources import SPLITS, Source, split_stats
+from midg_keras.constants import MODALITY_KEYS, SPLITS
+from midg_keras.data.sources import Source, split_stats
 
 
 def describe_source(source: Source) -> str:
@@ -14,7 +15,7 @@ def describe_source(source: Source) -> str:
         shapes = ", ".join(
             f"{key} max {stats['max_lengths'][key]} (mean {stats['mean_lengths'][key]:.1f}) "
             f"x {stats['dims'][key]}"
-            for key in ("text", "audio", "vision")
+            for key in MODALITY_KEYS
         )
         lines.append(
             f"  {split:<10} {stats['examples']:>6} examples | {shapes} | labels "

@@ -13,15 +13,15 @@ import os
 
 import numpy as np
 
+from midg_keras.constants import LABEL_SCALE, SPLITS
 from midg_keras.data.errors import DataError
-from midg_keras.data.mmsa import FAMILY_BOUND, SplitArrays
+from midg_keras.data.mmsa import SplitArrays
 
 REQUIRED_COLUMNS = ("video_id", "clip_id", "label", "mode")
 # csv column -> example key of the unimodal label.
 UNIMODAL_COLUMNS = {"label_T": "label_t", "label_A": "label_a", "label_V": "label_v"}
 # `mode` value -> split name.
 MODES = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
-SPLITS = ("train", "validation", "test")
 _EXAMPLES_SHOWN = 3
 
 
@@ -64,7 +64,7 @@ def read_label_csv(path, family=None, skip_modes=()) -> dict[str, LabelSplit]:
         (1284, '03bSnISJMiM$_$11')
     """
     path = os.fspath(path)
-    if family is not None and family not in FAMILY_BOUND:
+    if family is not None and family not in LABEL_SCALE:
         raise DataError(
             f"unknown label family {family!r}", file=path, fix="use 'mosi', 'mosei' or 'sims'"
         )
@@ -187,8 +187,8 @@ def _number(cell, column, path, where, family):
             sample=where,
             fix="fill in the label or drop the row",
         )
-    if family is not None and abs(value) > FAMILY_BOUND[family] + 1e-5:
-        bound = FAMILY_BOUND[family]
+    if family is not None and abs(value) > LABEL_SCALE[family] + 1e-5:
+        bound = LABEL_SCALE[family]
         raise DataError(
             f"label {value:g} is outside [-{bound:g}, {bound:g}], the range of the assumed "
             f"family {family!r}",

@@ -18,13 +18,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from midg_keras.constants import FILE_SPLITS, LABEL_SCALE, MODALITY_KEYS
 from midg_keras.data.errors import DataError
 
-# Largest |label| of each family: MOSI/MOSEI sentiment in [-3, 3], SIMS in [-1, 1].
-FAMILY_BOUND = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0}
-# Split name in the file -> split name everywhere else.
-FILE_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
-MODALITIES = ("text", "audio", "vision")
 UNIMODAL_KEYS = {
     "regression_labels_T": "label_t",
     "regression_labels_A": "label_a",
@@ -81,7 +77,7 @@ class SplitArrays:
         """
         for i in range(len(self)):
             example = {"id": self.ids[i], "raw_text": self.raw_text[i]}
-            for modality in MODALITIES:
+            for modality in MODALITY_KEYS:
                 length = int(getattr(self, f"{modality}_length")[i])
                 example[modality] = getattr(self, modality)[i, :length]
                 example[f"{modality}_length"] = np.int32(length)
@@ -171,7 +167,7 @@ def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> dict[str,
 
 
 def _check_family(family, source):
-    if family not in FAMILY_BOUND:
+    if family not in LABEL_SCALE:
         raise DataError(
             f"unknown label family {family!r}",
             file=source,
@@ -262,13 +258,13 @@ class _SplitReader:
         self._check_keys()
         self.ids = self._strings("id")
         n = len(self.ids)
-        features = {m: self._features(m) for m in MODALITIES}
-        self.dims = {m: int(features[m].shape[2]) for m in MODALITIES}
+        features = {m: self._features(m) for m in MODALITY_KEYS}
+        self.dims = {m: int(features[m].shape[2]) for m in MODALITY_KEYS}
         if reference_dims is not None:
             self._check_dims(*reference_dims)
         raw_text = self._strings("raw_text")
         for key, count in [("raw_text", len(raw_text))] + [
-            (m, features[m].shape[0]) for m in MODALITIES
+            (m, features[m].shape[0]) for m in MODALITY_KEYS
         ]:
             self._check_count(key, count, n)
         label = self._labels("regression_labels", n)
@@ -277,7 +273,7 @@ class _SplitReader:
             unimodal = {name: self._labels(key, n) for key, name in UNIMODAL_KEYS.items()}
         lengths = self._lengths(features, n)
         fixed_neg_inf, fixed_non_finite = 0, 0
-        for modality in MODALITIES:
+        for modality in MODALITY_KEYS:
             features[modality], neg_inf, non_finite = self._scan_non_finite(
                 modality, features[modality]
             )
@@ -385,7 +381,7 @@ class _SplitReader:
             ) from None
 
     def _check_dims(self, reference_split, reference_dims):
-        for modality in MODALITIES:
+        for modality in MODALITY_KEYS:
             if self.dims[modality] != reference_dims[modality]:
                 raise self.error(
                     f"feature dim {self.dims[modality]} differs from split "
@@ -435,7 +431,7 @@ class _SplitReader:
                 sample=int(np.argmax(bad)),
                 fix="drop the sample or fill in its label (see the dataset's label.csv)",
             )
-        bound = FAMILY_BOUND[self.family]
+        bound = LABEL_SCALE[self.family]
         bad = np.abs(label) > bound + _LABEL_TOLERANCE
         if bad.any():
             i = int(np.argmax(bad))

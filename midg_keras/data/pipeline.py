@@ -8,13 +8,15 @@ docs/design.md §3.6).
 """
 
 import dataclasses
+import json
 import math
 
 import tensorflow as tf
 
 from midg_keras.config import Config
+from midg_keras.constants import MODALITY_KEYS, MODALITY_LETTERS
 from midg_keras.data.errors import DataError
-from midg_keras.data.sources import MODALITY_KEYS, Source, load_source
+from midg_keras.data.sources import Source, SourceSpec, load_source, parse_sources
 
 # Examples of TFDS sources smaller than this are cached in memory after the first epoch.
 CACHE_BYTES = 2 << 30
@@ -43,16 +45,34 @@ class PreparedData:
     validation: tf.data.Dataset
     test: tf.data.Dataset
 
+    def run_config_json(self, config: Config) -> str:
+        """`config.json` of a run: the flags plus each source's resolved spec and label family.
+
+        Export reads the target's label family from here (`data_sources`) instead of
+        re-deriving it from the flags.
+        """
+        values = json.loads(config.to_json())
+        values["data_sources"] = {
+            "source": [_describe(source) for source in self.sources],
+            "target": _describe(self.target),
+        }
+        return json.dumps(values, indent=2, sort_keys=True)
+
+
+def _describe(source: Source) -> dict:
+    return {"spec": str(source.spec), "label_family": source.family}
+
 
 def prepare_data(config: Config) -> PreparedData:
     """Opens the configured sources/target, checks them against each other, batches them."""
-    modalities = [MODALITY_KEYS[m] for m in config.modality_list()]
-    modalities = [key for key in MODALITY_KEYS.values() if key in modalities]
-    open_source = lambda spec: load_source(  # noqa: E731
-        spec, data_dir=config.data_dir, manual_dir=config.manual_dir, nan_to_num=config.nan_to_num
+    modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
+    modalities = [key for key in MODALITY_KEYS if key in modalities]
+    sources = [open_source(spec, config) for spec in parse_sources(config.source, "source")]
+    target = (
+        open_source(SourceSpec.parse(config.target, "target"), config)
+        if config.target.strip()
+        else sources[0]
     )
-    sources = [open_source(spec) for spec in config.source.split(",") if spec.strip()]
-    target = open_source(config.target) if config.target.strip() else sources[0]
     dims = {key: sources[0].dims[key] for key in modalities}
     for other in sources[1:] + ([target] if target is not sources[0] else []):
         check_dims(sources[0], other, modalities, config.harmonize)
@@ -92,6 +112,17 @@ def prepare_data(config: Config) -> PreparedData:
         train=train,
         validation=validation,
         test=test,
+    )
+
+
+def open_source(spec, config: Config) -> Source:
+    """Opens one source with the run's data flags (data dir, manual dirs, NaN handling)."""
+    return load_source(
+        spec,
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
+        manual_dirs=config.manual_dir_map(),
+        nan_to_num=config.nan_to_num,
     )
 
 
@@ -173,7 +204,7 @@ def resolve_strides(config: Config, sources, modalities) -> dict[str, int]:
 
 def _cacheable(source: Source, split: str) -> bool:
     """Pickle sources are already in memory: caching them would hold a second copy."""
-    if source.name.startswith("pickle:"):
+    if source.spec.is_pickle:
         return False
     bytes_per_example = 4 * sum(source.max_lengths[k] * source.dims[k] for k in source.dims)
     return bytes_per_example * source.num_examples[split] < CACHE_BYTES

@@ -1,25 +1,122 @@
-"""Named data sources: `<builder>/<config>` (TFDS) or `pickle:PATH[@family]` (MMSA pickle).
+"""Named data sources: `<builder>[/<config>]` (TFDS) or `pickle:PATH[@family]` (MMSA pickle).
 
-Either way a source becomes unbatched `tf.data` datasets of examples in one contract (see
-`EXAMPLE_SIGNATURE`), plus what the pipeline needs to know before it reads any data:
-label family, feature dims and maximum sequence lengths.
+`SourceSpec` is the one grammar of a source string (flags, flagfiles, tuner flagfiles and
+export all parse it here). `load_source` turns a spec into unbatched `tf.data` datasets of
+examples in one contract (see `example_signature`), plus what the pipeline needs to know
+before it reads any data: label family, feature dims and maximum sequence lengths.
+
+TFDS builders are looked up in this module's registry, which the top-level `datasets`
+package fills (`datasets.register()`, called by the entry points), so this layer never
+imports the builders itself. TensorFlow is imported when a source is opened, so the
+grammar costs nothing to the flagfile reader.
 """
 
 import dataclasses
+import difflib
 import os
+import re
 
 import numpy as np
-import tensorflow as tf
 
+from midg_keras.constants import BUILDER_FAMILY, LABEL_SCALE, MODALITY_KEYS, SPLITS
 from midg_keras.data.errors import DataError
 
-SPLITS = ("train", "validation", "test")
-MODALITY_KEYS = {"t": "text", "a": "audio", "v": "vision"}
-# Labels are divided by the family's maximum so all datasets train on one scale
-# (docs/design.md §3.6).
-LABEL_SCALE = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0}
-# Label family of each TFDS builder; the synthetic data follows MOSI's scale and metrics.
-BUILDER_FAMILY = {"mosi": "mosi", "mosei": "mosei", "sims": "sims", "synthetic": "mosi"}
+PICKLE_PREFIX = "pickle:"
+# A pickle's label family when the source string names none.
+DEFAULT_PICKLE_FAMILY = "mosi"
+# What follows the last `@` of a pickle source is a family when it looks like a name;
+# otherwise (`pickle:/data/we@ird/x.pkl`) the `@` belongs to the path.
+_FAMILY_SUFFIX = re.compile(r"^[A-Za-z0-9_]+$")
+_PICKLE_FIX = "write pickle:PATH@mosi, pickle:PATH@mosei or pickle:PATH@sims"
+
+# TFDS builder name -> builder class, filled by `register_builders`.
+_BUILDERS = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """One parsed source string.
+
+    Attributes:
+        builder: TFDS builder name (`mosi`, ...); empty for a pickle.
+        config: builder config; empty = the builder's default (as `tfds.load` does).
+        path: pickle path; empty for a TFDS source.
+        family: label family (`mosi`, `mosei` or `sims`): label range, scale and metrics.
+        family_given: the string named the family (`pickle:PATH@family`); kept so that
+            `str(spec)` gives back what the user wrote.
+    """
+
+    builder: str = ""
+    config: str = ""
+    path: str = ""
+    family: str = DEFAULT_PICKLE_FAMILY
+    family_given: bool = False
+
+    @property
+    def is_pickle(self) -> bool:
+        return not self.builder
+
+    @classmethod
+    def parse(cls, text: str, flag: str = "source") -> "SourceSpec":
+        """Parses one source; a bad one raises a one-line `DataError` naming `--flag`."""
+        text = text.strip()
+        if text.startswith(PICKLE_PREFIX):
+            return cls._parse_pickle(text, flag)
+        builder, _, config = text.partition("/")
+        if builder not in BUILDER_FAMILY or "/" in config or text.endswith("/"):
+            raise DataError(
+                f"--{flag}: unknown source {text!r}",
+                fix="use <builder>[/<config>] with builder one of "
+                f"{', '.join(sorted(BUILDER_FAMILY))} (e.g. mosi/unaligned_50, synthetic/domain_a; "
+                "a bare builder name means its default config), or pickle:PATH[@mosi|mosei|sims]",
+            )
+        return cls(builder=builder, config=config, family=BUILDER_FAMILY[builder])
+
+    @classmethod
+    def _parse_pickle(cls, text, flag):
+        rest = text[len(PICKLE_PREFIX) :]
+        path, at, family = rest.rpartition("@")
+        if not (at and _FAMILY_SUFFIX.match(family)):
+            path, family = rest, ""
+        if family and family not in LABEL_SCALE:
+            raise DataError(
+                f"--{flag}: unknown label family {family!r} in source {text!r}", fix=_PICKLE_FIX
+            )
+        if not path:
+            raise DataError(
+                f"--{flag}: no path in source {text!r}",
+                fix="write pickle:/path/to/unaligned_50.pkl[@mosi|mosei|sims]",
+            )
+        return cls(path=path, family=family or DEFAULT_PICKLE_FAMILY, family_given=bool(family))
+
+    def __str__(self) -> str:
+        if self.is_pickle:
+            return f"{PICKLE_PREFIX}{self.path}" + (f"@{self.family}" if self.family_given else "")
+        return f"{self.builder}/{self.config}" if self.config else self.builder
+
+    def with_path(self, path: str) -> "SourceSpec":
+        """The same source read from `path` (pickles; a TFDS source is returned as is)."""
+        return dataclasses.replace(self, path=path) if self.is_pickle else self
+
+
+def parse_sources(value: str, flag: str = "source") -> list[SourceSpec]:
+    """The sources of a comma-separated flag value (empty items are skipped)."""
+    return [SourceSpec.parse(item, flag) for item in value.split(",") if item.strip()]
+
+
+def register_builders(*builder_classes):
+    """Makes TFDS builder classes openable as sources by their `name`.
+
+    The top-level `datasets` package calls this from `datasets.register()`; the entry points
+    (train.py, the tests, the benchmarks) call that before opening a TFDS source.
+    """
+    for builder_class in builder_classes:
+        if builder_class.name not in BUILDER_FAMILY:
+            raise ValueError(
+                f"builder {builder_class.name!r} has no label family: add it to "
+                "midg_keras.constants.BUILDER_FAMILY"
+            )
+        _BUILDERS[builder_class.name] = builder_class
 
 
 @dataclasses.dataclass
@@ -28,8 +125,8 @@ class Source:
 
     Attributes:
         name: the source string as the user gave it.
-        family: label family (`mosi`, `mosei` or `sims`): label range, scale and metrics.
-        splits: split name -> unbatched dataset of example dicts.
+        spec: the parsed source; a TFDS source's config is resolved (never empty).
+        splits: split name -> unbatched `tf.data.Dataset` of example dicts.
         num_examples: split name -> example count.
         dims: modality key (`text`, `audio`, `vision`) -> feature dim.
         max_lengths: modality key -> longest sequence over all splits.
@@ -37,12 +134,17 @@ class Source:
     """
 
     name: str
-    family: str
-    splits: dict[str, tf.data.Dataset]
+    spec: SourceSpec
+    splits: dict
     num_examples: dict[str, int]
     dims: dict[str, int]
     max_lengths: dict[str, int]
     fixed_neg_inf: dict[str, int]
+
+    @property
+    def family(self) -> str:
+        """Label family (`mosi`, `mosei` or `sims`): label range, scale and metrics."""
+        return self.spec.family
 
     @property
     def label_scale(self) -> float:
@@ -51,12 +153,14 @@ class Source:
 
 def example_signature(dims, unimodal_labels=False):
     """The `tf.TensorSpec` of one example (the shared data contract)."""
+    import tensorflow as tf
+
     signature = {
         "id": tf.TensorSpec((), tf.string),
         "raw_text": tf.TensorSpec((), tf.string),
         "label": tf.TensorSpec((), tf.float32),
     }
-    for key in MODALITY_KEYS.values():
+    for key in MODALITY_KEYS:
         signature[key] = tf.TensorSpec((None, dims[key]), tf.float32)
         signature[f"{key}_length"] = tf.TensorSpec((), tf.int32)
     if unimodal_labels:
@@ -65,30 +169,44 @@ def example_signature(dims, unimodal_labels=False):
     return signature
 
 
-def load_source(spec: str, *, data_dir: str = "", manual_dir: str = "", nan_to_num=False) -> Source:
-    """Opens a source string; bad strings and bad files raise `DataError`."""
-    spec = spec.strip()
-    if spec.startswith("pickle:"):
-        return _load_pickle_source(spec, nan_to_num)
-    return _load_tfds_source(spec, data_dir, manual_dir)
+def load_source(
+    spec: "str | SourceSpec",
+    *,
+    data_dir: str = "",
+    manual_dir: str = "",
+    manual_dirs: dict[str, str] | None = None,
+    nan_to_num=False,
+    flag: str = "source",
+) -> Source:
+    """Opens a source; bad strings and bad files raise `DataError`.
+
+    Args:
+        spec: a source string (parsed as the value of `--flag`) or a parsed `SourceSpec`.
+        data_dir: TFDS data_dir ("" = TFDS' default).
+        manual_dir: folder of the MMSA pickles for builders not in `manual_dirs`.
+        manual_dirs: builder name -> its own manual dir (MOSI and MOSEI files share names).
+        nan_to_num: map NaN/inf features to 0 instead of failing.
+        flag: the flag the string came from, named in errors.
+    """
+    name = str(spec).strip()
+    if not isinstance(spec, SourceSpec):
+        spec = SourceSpec.parse(spec, flag)
+    if spec.is_pickle:
+        return _load_pickle_source(name, spec, nan_to_num)
+    manual_dir = (manual_dirs or {}).get(spec.builder) or manual_dir
+    return _load_tfds_source(name, spec, data_dir, manual_dir)
 
 
-def _load_pickle_source(spec, nan_to_num):
+def _load_pickle_source(name, spec, nan_to_num):
+    import tensorflow as tf
+
     from midg_keras.data.mmsa import load_mmsa_pickle
 
-    path, at, family = spec[len("pickle:") :].rpartition("@")
-    if not at:  # no @family suffix: the whole rest is the path
-        path, family = family, "mosi"
-    if family not in LABEL_SCALE:
-        raise DataError(
-            f"unknown label family {family!r} in source {spec!r}",
-            fix="write pickle:PATH@mosi, pickle:PATH@mosei or pickle:PATH@sims",
-        )
-    if not path:
-        raise DataError(f"no path in source {spec!r}", fix="write pickle:/path/to/unaligned_50.pkl")
-    arrays = load_mmsa_pickle(os.path.expanduser(path), family=family, nan_to_num=nan_to_num)
+    arrays = load_mmsa_pickle(
+        os.path.expanduser(spec.path), family=spec.family, nan_to_num=nan_to_num
+    )
     first = arrays["train"]
-    dims = {key: int(getattr(first, key).shape[-1]) for key in MODALITY_KEYS.values()}
+    dims = {key: int(getattr(first, key).shape[-1]) for key in MODALITY_KEYS}
     unimodal = bool(first.unimodal_labels)
     signature = example_signature(dims, unimodal_labels=unimodal)
     splits = {}
@@ -99,48 +217,52 @@ def _load_pickle_source(spec, nan_to_num):
             arrays[split].examples, output_signature=signature
         ).apply(tf.data.experimental.assert_cardinality(len(arrays[split].label)))
     return Source(
-        name=spec,
-        family=family,
+        name=name,
+        spec=spec,
         splits=splits,
         num_examples={split: len(arrays[split].label) for split in SPLITS},
         dims=dims,
         max_lengths={
             key: max(int(getattr(arrays[split], f"{key}_length").max()) for split in SPLITS)
-            for key in MODALITY_KEYS.values()
+            for key in MODALITY_KEYS
         },
         fixed_neg_inf={split: int(arrays[split].fixed_neg_inf) for split in SPLITS},
     )
 
 
-def _load_tfds_source(spec, data_dir, manual_dir):
+def _builder_class(name, spec):
+    """The registered builder class of `spec`, after checking its config exists."""
+    builder_class = _BUILDERS.get(spec.builder)
+    if builder_class is None:
+        raise DataError(
+            f"source {name!r}: the TFDS builder {spec.builder!r} is not registered",
+            fix="call datasets.register() before opening TFDS sources (train.py does)",
+        )
+    configs = list(builder_class.builder_configs)
+    if spec.config and spec.config not in configs:
+        close = difflib.get_close_matches(spec.config, configs, n=1)
+        raise DataError(
+            f"unknown source {name!r}: {spec.builder} has no config {spec.config!r}; "
+            f"its configs are {', '.join(configs)}",
+            fix=f"use {spec.builder}/{close[0] if close else configs[0]}",
+        )
+    return builder_class
+
+
+def _load_tfds_source(name, spec, data_dir, manual_dir):
     import tensorflow_datasets as tfds
 
-    import datasets as midg_datasets  # noqa: F401  (registers mosi, mosei, sims, synthetic)
-
-    builder_name, _, config_name = spec.partition("/")
-    if builder_name not in BUILDER_FAMILY or not config_name:
-        raise DataError(
-            f"unknown source {spec!r}",
-            fix="use <builder>/<config> with builder one of "
-            f"{', '.join(sorted(BUILDER_FAMILY))} (e.g. mosi/unaligned_50, synthetic/domain_a), "
-            "or pickle:PATH[@mosi|mosei|sims]",
-        )
-    try:
-        builder = tfds.builder(spec, data_dir=data_dir or None)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:
-        raise DataError(
-            f"unknown source {spec!r}: {str(error).splitlines()[0]}",
-            fix="check the builder config name (see `datasets/<builder>`)",
-        ) from None
+    builder = _builder_class(name, spec)(config=spec.config or None, data_dir=data_dir or None)
+    spec = dataclasses.replace(spec, config=builder.builder_config.name)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
     builder.download_and_prepare(download_config=download_config)
     features = builder.info.features
-    dims = {key: int(features[key].shape[-1]) for key in MODALITY_KEYS.values()}
+    dims = {key: int(features[key].shape[-1]) for key in MODALITY_KEYS}
     splits = {split: builder.as_dataset(split=split, shuffle_files=False) for split in SPLITS}
     metadata = builder.info.metadata or {}
     return Source(
-        name=spec,
-        family=BUILDER_FAMILY[builder_name],
+        name=name,
+        spec=spec,
         splits=splits,
         num_examples={split: builder.info.splits[split].num_examples for split in SPLITS},
         dims=dims,
@@ -153,23 +275,27 @@ def _load_tfds_source(spec, data_dir, manual_dir):
 
 def _max_lengths(builder, splits):
     """Max lengths from the builder's metadata when recorded, else one pass over the lengths."""
+    import tensorflow as tf
+
     recorded = (builder.info.metadata or {}).get("max_lengths")
     if recorded:
-        return {key: int(recorded[key]) for key in MODALITY_KEYS.values()}
-    maxima = {key: 0 for key in MODALITY_KEYS.values()}
+        return {key: int(recorded[key]) for key in MODALITY_KEYS}
+    maxima = {key: 0 for key in MODALITY_KEYS}
     for split in SPLITS:
         lengths = splits[split].map(
-            lambda ex: tf.stack([ex[f"{key}_length"] for key in MODALITY_KEYS.values()])
+            lambda ex: tf.stack([ex[f"{key}_length"] for key in MODALITY_KEYS])
         )
         for row in lengths.batch(4096).as_numpy_iterator():
-            for i, key in enumerate(MODALITY_KEYS.values()):
+            for i, key in enumerate(MODALITY_KEYS):
                 maxima[key] = max(maxima[key], int(row[:, i].max()))
     return maxima
 
 
 def split_stats(source: Source, split: str) -> dict:
     """Counts, lengths and label range of one split, read from the data (for `inspect`)."""
-    keys = list(MODALITY_KEYS.values())
+    import tensorflow as tf
+
+    keys = list(MODALITY_KEYS)
     columns = source.splits[split].map(
         lambda ex: (tf.stack([ex[f"{key}_length"] for key in keys]), ex["label"])
     )

@@ -28,38 +28,33 @@ import keras
 import tensorflow as tf
 
 from midg_keras.config import Config, ConfigError
-from midg_keras.data.sources import BUILDER_FAMILY, LABEL_SCALE
+from midg_keras.constants import LABEL_SCALE, MODALITY_KEYS, MODEL_FILE
+from midg_keras.data.sources import SourceSpec
 from midg_keras.models import SentimentModel  # importing the package registers both models
 
-MODALITIES = ("text", "audio", "vision")
 SIGNATURE_NAME = "serving_default"
-MODEL_FILE = "model.keras"
 METADATA_FILE = os.path.join("assets.extra", "midg_export.json")
 
 
 def serving_input_signature():
     """Named `tf.TensorSpec`s of the signature, in argument order."""
-    features = [tf.TensorSpec([None, None, None], tf.float32, name=key) for key in MODALITIES]
-    lengths = [tf.TensorSpec([None], tf.int32, name=f"{key}_length") for key in MODALITIES]
+    features = [tf.TensorSpec([None, None, None], tf.float32, name=key) for key in MODALITY_KEYS]
+    lengths = [tf.TensorSpec([None], tf.int32, name=f"{key}_length") for key in MODALITY_KEYS]
     return features + lengths
 
 
-def label_family(source_spec: str) -> str:
-    """Label family of a source string (`<builder>/<config>` or `pickle:PATH[@family]`)."""
-    spec = source_spec.strip()
-    if spec.startswith("pickle:"):
-        _, at, family = spec.rpartition("@")
-        return family if at and family in LABEL_SCALE else "mosi"
-    builder = spec.partition("/")[0]
-    if builder not in BUILDER_FAMILY:
-        raise ConfigError(f"cannot tell the label family of source {spec!r}.")
-    return BUILDER_FAMILY[builder]
+def target_family(run_config: dict) -> str:
+    """The label family served predictions use, from a run's `config.json` values.
 
-
-def target_family(config: Config) -> str:
-    """The family whose label scale served predictions use: --target, else the first source."""
-    spec = config.target if config.target.strip() else config.source.split(",")[0]
-    return label_family(spec)
+    Training records it (`data_sources`, see `PreparedData.run_config_json`); a workdir
+    written before that is read through `SourceSpec`: --target, else the first --source.
+    """
+    recorded = run_config.get("data_sources")
+    if recorded:
+        return recorded["target"]["label_family"]
+    target = run_config.get("target", "").strip()
+    flag, spec = ("target", target) if target else ("source", run_config["source"].split(",")[0])
+    return SourceSpec.parse(spec, flag).family
 
 
 def find_run(workdir: str, log=print) -> str:
@@ -261,8 +256,9 @@ def export_workdir(config: Config, log=print) -> str:
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{config_path} is missing: {run_dir} is not a training run.")
     with open(config_path) as f:
-        trained = Config.from_json(f.read())
-    family = target_family(trained)
+        text = f.read()
+    trained = Config.from_json(text)
+    family = target_family(json.loads(text))
     model = load_float32_model(os.path.join(run_dir, MODEL_FILE))
     metadata = {
         "run_dir": os.path.abspath(run_dir),

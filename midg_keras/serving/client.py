@@ -17,6 +17,7 @@ three modalities (the unused ones are ignored), so clients never change.
 """
 
 import argparse
+import importlib
 import json
 import sys
 import urllib.error
@@ -24,9 +25,10 @@ import urllib.request
 
 import numpy as np
 
+from midg_keras.constants import MODALITY_KEYS
+
 SIGNATURE_NAME = "serving_default"
-MODALITIES = ("text", "audio", "vision")
-INPUT_NAMES = MODALITIES + tuple(f"{key}_length" for key in MODALITIES)
+INPUT_NAMES = MODALITY_KEYS + tuple(f"{key}_length" for key in MODALITY_KEYS)
 
 
 class PredictError(RuntimeError):
@@ -56,7 +58,7 @@ def batch_examples(examples):
     taken from the example when present, else the sequence's own length.
     """
     inputs = {}
-    for key in MODALITIES:
+    for key in MODALITY_KEYS:
         lengths = [int(ex.get(f"{key}_length", len(ex[key]))) for ex in examples]
         time = max(lengths)
         dim = np.shape(examples[0][key])[-1]
@@ -175,6 +177,12 @@ def _parse_args(argv):
     parser.add_argument("--num_examples", type=int, default=4, help="examples in the request.")
     parser.add_argument("--data_dir", default="", help="TFDS data_dir for --source.")
     parser.add_argument("--manual_dir", default="", help="MMSA pickle folder for --source.")
+    parser.add_argument(
+        "--builders_module",
+        default="datasets",
+        help="module whose register() makes the TFDS builders openable by --source (like "
+        "`tfds build --imports`); the repository's `datasets`, importable from its root.",
+    )
     parser.add_argument("--rest_url", help="e.g. http://127.0.0.1:8501/v1/models/midg:predict")
     parser.add_argument("--grpc_target", help="e.g. 127.0.0.1:8500")
     parser.add_argument("--model_name", default="midg", help="model name for gRPC requests.")
@@ -192,6 +200,10 @@ def main(argv=None):
     args = _parse_args(argv)
     try:
         if args.source:
+            from midg_keras.data.sources import SourceSpec
+
+            if not SourceSpec.parse(args.source).is_pickle:
+                importlib.import_module(args.builders_module).register()
             ids, labels, inputs = load_examples(
                 args.source, args.split, args.num_examples, args.data_dir, args.manual_dir
             )

@@ -112,7 +112,7 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
     workdir = runtime.worker_workdir(workdir, config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.replace(model=model_name or config.model).to_json())
+        f.write(data.run_config_json(config.replace(model=model_name or config.model)))
     runtime.seed_everything(config)
     model = compiled_model(config, data, model_name)
     steps = steps_per_epoch(config, data)

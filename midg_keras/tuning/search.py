@@ -35,6 +35,7 @@ import keras
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.data.pipeline import prepare_data
+from midg_keras.data.sources import parse_sources
 from midg_keras.training import runtime, trainer
 from midg_keras.tuning.space import parse_search_space
 
@@ -286,17 +287,15 @@ def _absolute(path):
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _absolute_sources(value):
-    items = []
-    for item in value.split(","):
-        item = item.strip()
-        if item.startswith("pickle:"):
-            path, at, family = item[len("pickle:") :].rpartition("@")
-            if not (at and family.isidentifier()):
-                path, at, family = item[len("pickle:") :], "", ""
-            item = f"pickle:{_absolute(path)}{at}{family}"
-        items.append(item)
-    return ",".join(items)
+def _absolute_sources(flag, value):
+    return ",".join(
+        str(spec.with_path(_absolute(spec.path))) for spec in parse_sources(value, flag)
+    )
+
+
+def _absolute_folder_map(value):
+    pairs = (item.strip().partition("=") for item in value.split(",") if item.strip())
+    return ",".join(f"{name}{equals}{_absolute(folder)}" for name, equals, folder in pairs)
 
 
 def _flag_text(value):
@@ -320,7 +319,9 @@ def write_flagfile(path, config: Config, header=()):
         if field.name in PATH_FIELDS:
             value = _absolute(value)
         elif field.name in SOURCE_FIELDS:
-            value = _absolute_sources(value)
+            value = _absolute_sources(field.name, value)
+        elif field.name == "manual_dirs":
+            value = _absolute_folder_map(value)
         lines.append(f"--{field.name}={_flag_text(value)}")
     lines.append(f"--workdir={config.workdir}")
     with open(path, "w") as f:

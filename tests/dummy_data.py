@@ -1,15 +1,15 @@
 """Regenerates the dummy MMSA pickles under `datasets/<builder>/dummy_data/`.
 
 They are the files the `DatasetBuilderTestCase` tests build from: the exact MMSA layout
-(`midg_keras.testing.fake_mmsa`) with the stock feature dims of each config, but only
+(`tests/fake_mmsa.py`) with the stock feature dims of each config, but only
 3/2/1 clips per split and very short sequences, to keep the repository small.
 
-        python -m datasets.dummy_data
+        python -m tests.dummy_data      # from the repository root
 """
 
 import os
 
-from midg_keras.testing import fake_mmsa
+from tests import fake_mmsa
 
 # Clips in train / valid / test: distinct, so a swapped split shows in the test counts.
 DUMMY_SIZES = (3, 2, 1)
@@ -29,7 +29,9 @@ DUMMY_FILES = {
 }
 
 
-DATASETS_ROOT = os.path.dirname(os.path.abspath(__file__))
+DATASETS_ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets"
+)
 
 
 def write_dummy_data(root=DATASETS_ROOT):

@@ -1,1 +1,0 @@
-"""Test utilities: generated files in the exact layouts of the real datasets."""

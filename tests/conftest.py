@@ -1,0 +1,5 @@
+"""Registers the project's TFDS builders as sources, as train.py does."""
+
+import datasets
+
+datasets.register()
