@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 EXIT_BAD_INPUT = 2
 
 
-def run(config):
+def run(config, strategy):
+    """Runs `--mode`; `strategy` is the one tf.distribute strategy of the process (or None)."""
     if config.mode == "inspect":
         from midg_keras.data.inspect import describe_source
         from midg_keras.data.sources import load_source
@@ -42,7 +43,7 @@ def run(config):
     if config.mode in ("train", "evaluate"):
         from midg_keras.training import experiment
 
-        experiment.run(config, evaluate_only=config.mode == "evaluate")
+        experiment.run(config, strategy, evaluate_only=config.mode == "evaluate")
     if config.mode == "export" or (config.mode == "train" and config.export_dir):
         from midg_keras.export import export_workdir
 
@@ -50,7 +51,7 @@ def run(config):
     if config.mode == "tune":
         from midg_keras.tuning import run_search
 
-        print(f"best hyper-parameters written to {run_search(config)}")
+        print(f"best hyper-parameters written to {run_search(config, strategy)}")
 
 
 def main(argv):
@@ -60,11 +61,11 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = midg_flags.config_from_flags(FLAGS)
-        from midg_keras.training import runtime
+        from midg_keras.training import distribute, runtime
 
         runtime.configure_threads(config)
-        runtime.distribution_strategy(config)  # multi-worker: before any TensorFlow op
-        run(config)
+        strategy = distribute.create_strategy(config)  # multi-worker: before any TensorFlow op
+        run(config, strategy)
     except (DataError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
