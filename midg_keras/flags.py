@@ -4,7 +4,7 @@ import dataclasses
 
 from absl import flags
 
-from midg_keras.config import Config
+from midg_keras.config import GROUPS, Config, field_group
 
 _DEFINE_BY_TYPE = {
     bool: flags.DEFINE_bool,
@@ -20,18 +20,19 @@ SOURCE_FLAGS = frozenset({"source", "target"})
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Defines one flag per `Config` field (idempotent)."""
+    """Defines one flag per `Config` field (idempotent); its help starts with its group."""
     for field in dataclasses.fields(Config):
         if field.name in flag_values:
             continue
+        help_text = f"[{GROUPS[field_group(field.name)]}] {field.metadata['help']}"
         choices = field.metadata.get("choices")
         if choices:
             flags.DEFINE_enum(
-                field.name, field.default, choices, field.metadata["help"], flag_values=flag_values
+                field.name, field.default, choices, help_text, flag_values=flag_values
             )
         else:
             _DEFINE_BY_TYPE[type(field.default)](
-                field.name, field.default, field.metadata["help"], flag_values=flag_values
+                field.name, field.default, help_text, flag_values=flag_values
             )
 
 

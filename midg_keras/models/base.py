@@ -19,7 +19,9 @@ class SentimentModel(keras.Model):
     """Base of the sentiment models: encoders per modality plus the training plumbing.
 
     Subclasses name the scalar terms `loss_terms` returns besides the total in
-    `LOSS_TERMS`; `prediction_loss` (the regression loss of the served prediction) is
+    `LOSS_TERMS`, and extend `HYPERPARAMETERS`: the constructor arguments named like a
+    model flag of `Config` (the trainer passes those flags, `get_config` saves them).
+    `prediction_loss` (the regression loss of the served prediction) is
     the model-selection criterion shared by every model.
 
     Args:
@@ -31,6 +33,8 @@ class SentimentModel(keras.Model):
         dropout: dropout rate.
         reg_loss: `mse` or `l1`.
     """
+
+    HYPERPARAMETERS = ("hidden_dim", "encoder_layers", "num_heads", "dropout", "reg_loss")
 
     def __init__(
         self,
@@ -137,15 +141,8 @@ class SentimentModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            input_dims=self.input_dims,
-            strides=self.strides,
-            hidden_dim=self.hidden_dim,
-            encoder_layers=self.encoder_layers,
-            num_heads=self.num_heads,
-            dropout=self.dropout,
-            reg_loss=self.reg_loss,
-        )
+        config.update(input_dims=self.input_dims, strides=self.strides)
+        config.update({name: getattr(self, name) for name in self.HYPERPARAMETERS})
         return config
 
 

@@ -29,37 +29,17 @@ class TrainingError(RuntimeError):
 
 
 def build_model(config: Config, data: PreparedData, model_name=None):
-    """The configured model (`--model`, or `model_name`) for the prepared data."""
-    common = dict(
-        input_dims=data.dims,
-        strides=data.strides,
-        hidden_dim=config.hidden_dim,
-        encoder_layers=config.encoder_layers,
-        num_heads=config.num_heads,
-        dropout=config.dropout,
-        reg_loss=config.reg_loss,
-    )
-    if (model_name or config.model) == "erm":
-        return LateFusionBaseline(**common, name="erm")
-    return MIDG(
-        **common,
-        num_experts=config.num_experts,
-        router_top_k=config.router_top_k,
-        router_aux_weight=config.router_aux_weight,
-        decouple=config.decouple,
-        club_weight=config.club_weight,
-        use_moie=config.use_moie,
-        use_cm_adapter=config.use_cm_adapter,
-        use_decoupling=config.use_decoupling,
-        alpha=config.alpha,
-        beta=config.beta,
-        gamma=config.gamma,
-        adv_weight=config.adv_weight,
-        reversal_reach=config.reversal_reach,
-        inference_path=config.inference_path,
-        num_domains=len(data.sources) if config.domain_labels == "source" else 2,
-        name="midg",
-    )
+    """The configured model (`--model`, or `model_name`) for the prepared data.
+
+    Its hyper-parameters are the model flags it names in `HYPERPARAMETERS`; the data gives
+    the feature dims and strides (and, for MIDG, the discriminator's domains).
+    """
+    name = model_name or config.model
+    model_class = LateFusionBaseline if name == "erm" else MIDG
+    kwargs = config.model_settings(model_class.HYPERPARAMETERS)
+    if model_class is MIDG:
+        kwargs["num_domains"] = len(data.sources) if config.domain_labels == "source" else 2
+    return model_class(input_dims=data.dims, strides=data.strides, name=name, **kwargs)
 
 
 def make_optimizer(config: Config):
