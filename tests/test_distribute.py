@@ -259,3 +259,11 @@ def test_only_the_chief_writes_to_the_shared_workdir(
         distribute.worker_workdir("run", Config(distribute="multiworker"), Strategy()) == expected
     )
     assert distribute.worker_workdir("run", Config(distribute="mirrored"), Strategy()) == "run"
+
+
+def test_a_strategy_that_does_not_match_distribute_is_refused():
+    with pytest.raises(ValueError, match="--distribute=mirrored"):
+        distribute.check_strategy(Config(distribute="mirrored"), None)
+    with pytest.raises(ValueError, match="--distribute=none"):
+        distribute.check_strategy(Config(), object())
+    distribute.check_strategy(Config(), None)
