@@ -33,12 +33,13 @@ import os
 import keras
 
 from midg_keras.config import Config, ConfigError
+from midg_keras.constants import SELECTION_METRIC
 from midg_keras.data.errors import DataError
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.training import distribute, runtime, trainer
 from midg_keras.tuning.space import parse_search_space
 
-OBJECTIVE = "val_prediction_loss"
+OBJECTIVE = SELECTION_METRIC  # the model selection of a training run
 PROJECT = "search"
 BEST_FLAGFILE = "best.flags"
 # Flags that change the tf.data pipeline: trials differing in them get their own data.
