@@ -59,7 +59,8 @@ def quiet_tensorflow_startup():
             sys.stderr.flush()
 
 
-def run(config):
+def run(config, strategy):
+    """Runs `--mode`; `strategy` is the one tf.distribute strategy of the process (or None)."""
     import datasets  # the project's TFDS builders, opened by name as sources
 
     datasets.register()
@@ -75,7 +76,7 @@ def run(config):
     if config.mode in ("train", "evaluate"):
         from midg_keras.training import experiment
 
-        experiment.run(config, evaluate_only=config.mode == "evaluate")
+        experiment.run(config, strategy, evaluate_only=config.mode == "evaluate")
     if config.mode == "export" or (config.mode == "train" and config.export_dir):
         from midg_keras.export import export_workdir
 
@@ -83,7 +84,7 @@ def run(config):
     if config.mode == "tune":
         from midg_keras.tuning import run_search
 
-        print(f"best hyper-parameters written to {run_search(config)}")
+        print(f"best hyper-parameters written to {run_search(config, strategy)}")
 
 
 def main(argv):
@@ -94,11 +95,11 @@ def main(argv):
     try:
         config = midg_flags.config_from_flags(FLAGS)
         with quiet_tensorflow_startup():  # imports TensorFlow and probes for GPUs
-            from midg_keras.training import runtime
+            from midg_keras.training import distribute, runtime
 
             runtime.configure_threads(config)
-        runtime.distribution_strategy(config)  # multi-worker: before any TensorFlow op
-        run(config)
+        strategy = distribute.create_strategy(config)  # multi-worker: before any TensorFlow op
+        run(config, strategy)
     except (DataError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -37,7 +37,7 @@ def measure(policy, samples, batch_size, steps, hidden_dim):
     from benchmarks import common
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
-    from midg_keras.training import runtime, trainer
+    from midg_keras.training import precision, runtime, trainer
 
     class LastLoss(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -64,7 +64,7 @@ def measure(policy, samples, batch_size, steps, hidden_dim):
         details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
     return {
         "policy": policy,
-        "resolved_policy": runtime.precision_policy_name(config),
+        "resolved_policy": precision.precision_policy_name(config),
         "loss_scaled": isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer),
         "jit_compile": bool(model.jit_compile),
         "strides": data.strides,

@@ -3,10 +3,17 @@
 `train.py` turns each field into an absl flag (`midg_keras/flags.py`), so a flagfile,
 `config.json` in a workdir and the library all speak the same names. Library code takes a
 `Config` and never reads absl's global FLAGS.
+
+The fields fall into groups (`GROUPS`: data, model, training, ...), each starting at the
+field named in `GROUP_STARTS` and running in declaration order to the next; `--help` lists
+the flags by group and `group_values("model")` gives a group as a dict. The list-valued
+flags (`--seeds`, `--modalities`, `--baselines`) are parsed once, by `validate()`.
 """
 
 import dataclasses
 import json
+
+from midg_keras.constants import MODALITY_LETTERS
 
 
 def _field(default, help_text, choices=None):
@@ -21,12 +28,41 @@ class ConfigError(ValueError):
 
 
 MODES = ("train", "evaluate", "inspect", "export", "tune")
-MODALITIES = ("t", "a", "v")
+MODALITIES = tuple(MODALITY_LETTERS)
+MODELS = ("midg", "erm")
 # Builders that read MMSA pickles from a manual dir (--manual_dirs keys).
 MANUAL_BUILDERS = ("mosi", "mosei", "sims")
 
+# Group name -> what its flags set, in the order `--help` lists them.
+GROUPS = {
+    "run": "What to do",
+    "data": "Data",
+    "model": "Model (docs/design.md §4)",
+    "training": "Training (docs/design.md §8)",
+    "output": "Outputs and export",
+    "tuning": "Tuning (docs/design.md §9)",
+}
+# First field of each group: a group runs from there to the next group's first field.
+GROUP_STARTS = {
+    "mode": "run",
+    "source": "data",
+    "model": "model",
+    "epochs": "training",
+    "workdir": "output",
+    "tuner": "tuning",
+}
 
-@dataclasses.dataclass
+
+@dataclasses.dataclass(frozen=True)
+class ParsedLists:
+    """The list-valued flags, parsed by `Config.validate`."""
+
+    seeds: tuple  # ints: --seeds, or (--seed,) when it is empty
+    models: tuple  # --model first, then each --baselines entry not equal to it
+    modalities: tuple  # letters of --modalities, in the order given
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Every setting of a run; field metadata carries the flag help and choices."""
 
@@ -59,7 +95,7 @@ class Config:
     modalities: str = _field("t,a,v", "Comma-separated non-empty subset of t,a,v.")
 
     # Model (docs/design.md §4).
-    model: str = _field("midg", "`midg` or the `erm` late-fusion baseline.", ("midg", "erm"))
+    model: str = _field("midg", "`midg` or the `erm` late-fusion baseline.", MODELS)
     baselines: str = _field(
         "",
         "Comma-separated models (e.g. `erm`) also trained on the same data and seeds and "
@@ -160,15 +196,12 @@ class Config:
     )
 
     def modality_list(self):
-        return [m.strip() for m in self.modalities.split(",") if m.strip()]
+        """--modalities as letters (`t`, `a`, `v`), in the order given."""
+        return list(self.parsed_lists().modalities)
 
     def model_list(self):
         """--model first, then each --baselines entry not equal to it."""
-        names = [self.model]
-        for name in self.baselines.split(","):
-            if name.strip() and name.strip() not in names:
-                names.append(name.strip())
-        return names
+        return list(self.parsed_lists().models)
 
     def manual_dir_map(self) -> dict[str, str]:
         """--manual_dirs as {builder: folder}."""
@@ -176,18 +209,29 @@ class Config:
         return {name.strip(): folder.strip() for name, _, folder in pairs}
 
     def seed_list(self):
-        if self.seeds.strip():
-            return [int(s) for s in self.seeds.split(",") if s.strip()]
-        return [self.seed]
+        """--seeds as ints, or [--seed] when it is empty."""
+        return list(self.parsed_lists().seeds)
 
-    def validate(self):
-        """Raises ConfigError with a one-line message for values no run can use."""
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value not in choices:
-                raise ConfigError(f"--{f.name}={value!r}: choose one of {', '.join(choices)}.")
-        modalities = self.modality_list()
+    def group_values(self, group: str) -> dict:
+        """{flag name: value} of the fields of `group` (a key of `GROUPS`)."""
+        return {name: getattr(self, name) for name in group_fields(group)}
+
+    def model_settings(self, names) -> dict:
+        """{name: value} of the model-group flags in `names` (a model's hyper-parameters)."""
+        model_group = group_fields("model")
+        unknown = [name for name in names if name not in model_group]
+        if unknown:
+            raise ValueError(f"not flags of the model group: {unknown}")
+        return {name: getattr(self, name) for name in names}
+
+    def parsed_lists(self) -> ParsedLists:
+        """The list-valued flags, parsed once (by `validate`, or at the first call)."""
+        if "_parsed_lists" not in self.__dict__:  # a cache, not a field: Config is frozen
+            object.__setattr__(self, "_parsed_lists", self._parse_lists())
+        return self._parsed_lists
+
+    def _parse_lists(self) -> ParsedLists:
+        modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
         if (
             not modalities
             or any(m not in MODALITIES for m in modalities)
@@ -196,6 +240,29 @@ class Config:
             raise ConfigError(
                 f"--modalities={self.modalities!r}: give a non-empty subset of t,a,v, e.g. t,a,v or t."
             )
+        try:
+            seeds = tuple(int(s) for s in self.seeds.split(",") if s.strip()) or (self.seed,)
+        except ValueError:
+            raise ConfigError(f"--seeds={self.seeds!r}: give comma-separated integers.") from None
+        models = [self.model]
+        for name in (n.strip() for n in self.baselines.split(",")):
+            if name and name not in models:
+                models.append(name)
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            raise ConfigError(
+                f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use midg or erm."
+            )
+        return ParsedLists(seeds=seeds, models=tuple(models), modalities=modalities)
+
+    def validate(self):
+        """Raises ConfigError with a one-line message for values no run can use."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"--{f.name}={value!r}: choose one of {', '.join(choices)}.")
+        self.parsed_lists()
         if self.av_stride != "auto":
             try:
                 stride = int(self.av_stride)
@@ -219,15 +286,6 @@ class Config:
             raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1).")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
             raise ConfigError("--alpha and --beta must be >= 0 and not both 0.")
-        unknown = [m for m in self.model_list() if m not in ("midg", "erm")]
-        if unknown:
-            raise ConfigError(
-                f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use midg or erm."
-            )
-        try:
-            self.seed_list()
-        except ValueError:
-            raise ConfigError(f"--seeds={self.seeds!r}: give comma-separated integers.") from None
         for item in self.manual_dirs.split(","):
             name, equals, folder = item.partition("=")
             if item.strip() and (name.strip() not in MANUAL_BUILDERS or not equals or not folder):
@@ -255,3 +313,24 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def field_group(name: str) -> str:
+    """The group (a key of `GROUPS`) of the `Config` field `name`."""
+    return _FIELD_GROUPS[name]
+
+
+def group_fields(group: str) -> tuple:
+    """Names of the `Config` fields of `group`, in declaration order."""
+    return tuple(name for name, g in _FIELD_GROUPS.items() if g == group)
+
+
+def _field_groups() -> dict:
+    groups, group = {}, None
+    for field in dataclasses.fields(Config):
+        group = GROUP_STARTS.get(field.name, group)
+        groups[field.name] = group
+    return groups
+
+
+_FIELD_GROUPS = _field_groups()

@@ -4,7 +4,7 @@ import dataclasses
 
 from absl import flags
 
-from midg_keras.config import Config
+from midg_keras.config import GROUPS, Config, group_fields
 
 _DEFINE_BY_TYPE = {
     bool: flags.DEFINE_bool,
@@ -19,29 +19,13 @@ PATH_FLAGS = frozenset({"data_dir", "manual_dir", "manual_dirs", "source", "targ
 SOURCE_FLAGS = frozenset({"source", "target"})
 
 
-# Flag groups shown by `--helpshort` and `--helpfull`: the first `Config` field of each group
-# (fields keep their `Config` order). A field's metadata "group", where given, wins.
-GROUP_STARTS = {
-    "mode": "run",
-    "source": "data",
-    "model": "model",
-    "epochs": "training",
-    "workdir": "outputs",
-    "tuner": "tuning",
-}
-
-
-def flag_groups() -> dict[str, list[str]]:
+def flag_groups() -> dict[str, tuple]:
     """Group name -> names of its `Config` fields, both in `Config` order."""
-    groups, group = {}, "run"
-    for field in dataclasses.fields(Config):
-        group = GROUP_STARTS.get(field.name, group)
-        groups.setdefault(field.metadata.get("group", group), []).append(field.name)
-    return groups
+    return {group: group_fields(group) for group in GROUPS}
 
 
 def group_module_name(group: str) -> str:
-    """The name absl files a group's flags under (its heading in `--helpfull`)."""
+    """The name absl files a group's flags under (its heading in `--helpshort`/`--helpfull`)."""
     return f"midg_keras flags: {group}"
 
 
@@ -60,7 +44,7 @@ def define_flags(flag_values=flags.FLAGS):
                 define, args = flags.DEFINE_enum, (field.name, field.default, choices)
             define(
                 *args,
-                field.metadata["help"],
+                f"[{GROUPS[group]}] {field.metadata['help']}",
                 flag_values=flag_values,
                 module_name=group_module_name(group),
             )

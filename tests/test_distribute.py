@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from midg_keras.config import Config, ConfigError
-from midg_keras.training import runtime
+from midg_keras.training import distribute
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,20 +37,24 @@ import keras
 import numpy as np
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
-from midg_keras.training import runtime, trainer
+from midg_keras.training import distribute, runtime, trainer
 from midg_keras.training.callbacks import GradientReversalSchedule
 
 source, workdir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# One strategy per process, as train.py makes it: every mirrored model below shares it.
+MIRRORED = distribute.create_strategy(Config(distribute="mirrored"))
+STRATEGIES = {"none": None, "mirrored": MIRRORED}
 
 
-def compiled(distribute):
+def compiled(distribute_name):
     config = Config(
         source=source, modalities="t", hidden_dim=16, num_heads=2, num_experts=2, batch_size=8,
-        dropout=0.0, use_decoupling=False, clipnorm=0.0, shuffle_buffer=0, distribute=distribute,
+        dropout=0.0, use_decoupling=False, clipnorm=0.0, shuffle_buffer=0,
+        distribute=distribute_name,
     ).validate()
     data = prepare_data(config)
     runtime.seed_everything(config)
-    model = trainer.compiled_model(config, data)
+    model = trainer.compiled_model(config, data, strategy=STRATEGIES[distribute_name])
     schedule = GradientReversalSchedule(model.gradient_reversal, steps_per_epoch=steps, epochs=2)
     schedule.set_model(model)
     initial = float(sum(np.abs(w.numpy()).sum() for w in model.trainable_weights))
@@ -87,7 +91,7 @@ class StepLosses(keras.callbacks.Callback):
 # Two replicas: model.fit as the trainer runs it.
 data, model, schedule, initial = compiled("mirrored")
 recorder = StepLosses()
-with runtime.fit_scope(model):
+with distribute.fit_scope(model):
     model.fit(
         data.train.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[recorder, schedule],
         verbose=0,
@@ -102,11 +106,43 @@ results["mirrored"] = {
     "grl_lambda": float(model.gradient_reversal.grl_lambda.numpy()),
 }
 
+# One plain-SGD step of the ERM baseline on the first batch of 8, and its val losses.
+def sgd_first_update(distribute_name):
+    config = Config(
+        source=source, model="erm", modalities="t", hidden_dim=16, num_heads=2, batch_size=8,
+        dropout=0.0, clipnorm=0.0, shuffle_buffer=0, distribute=distribute_name,
+    ).validate()
+    data = prepare_data(config)
+    runtime.seed_everything(config)
+    with distribute.model_scope(config, STRATEGIES[distribute_name]):
+        model = trainer.build_model(config, data)
+        model.build_weights()
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+        model.optimizer.build(model.trainable_variables)
+    def flat():
+        return np.concatenate([w.numpy().ravel() for w in model.trainable_weights])
+
+    initial = flat()
+    with distribute.fit_scope(model):
+        history = model.fit(
+            data.train, validation_data=data.validation, epochs=1, steps_per_epoch=1, verbose=0
+        )
+    return {
+        "initial": initial.tolist(), "updated": flat().tolist(),
+        "val_loss": history.history["val_loss"][0],
+        "val_prediction_loss": history.history["val_prediction_loss"][0],
+    }
+
+
+results["sgd"] = {name: sgd_first_update(name) for name in ("none", "mirrored")}
+
 config = Config(
     source=source, model="erm", modalities="t", hidden_dim=16, num_heads=2, batch_size=8,
     epochs=1, distribute="mirrored", verbose=0, workdir=workdir,
 ).validate()
-results["trainer"] = trainer.train(config, prepare_data(config), workdir)["test"]
+results["trainer"] = trainer.train(
+    config, prepare_data(config), workdir, strategy=MIRRORED
+)["test"]
 print("RESULT " + json.dumps(results))
 """
 
@@ -156,6 +192,19 @@ def test_mirrored_validation_terms_and_grl_schedule_match(runs):
     assert results["mirrored"]["grl_lambda"] == results["none"]["grl_lambda"]
 
 
+def test_mirrored_sgd_first_update_matches_one_device_with_the_same_global_batch(runs):
+    """Each replica's loss is divided by the replicas: the summed gradient is the mean's."""
+    results, _ = runs
+    single, mirrored = results["sgd"]["none"], results["sgd"]["mirrored"]
+    np.testing.assert_array_equal(mirrored["initial"], single["initial"])
+    step = np.abs(np.subtract(single["updated"], single["initial"])).max()
+    assert step > 1e-3  # the update is large enough to tell 1x from 2x
+    np.testing.assert_allclose(mirrored["updated"], single["updated"], rtol=1e-4, atol=1e-6)
+    # The reported validation loss is the unscaled mean, not replicas x the mean.
+    assert mirrored["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    assert mirrored["val_loss"] == pytest.approx(mirrored["val_prediction_loss"], rel=1e-4)
+
+
 def test_trainer_runs_a_mirrored_epoch_end_to_end(runs):
     results, workdir = runs
     assert np.isfinite(results["trainer"]["MAE"])
@@ -167,17 +216,17 @@ def test_multiworker_shards_data_by_element():
     import tensorflow as tf
 
     dataset = tf.data.Dataset.range(4)
-    sharded = runtime.shard_for(dataset, Config(distribute="multiworker"))
+    sharded = distribute.shard_for(dataset, Config(distribute="multiworker"))
     policy = sharded.options().experimental_distribute.auto_shard_policy
     assert policy == tf.data.experimental.AutoShardPolicy.DATA
-    assert runtime.shard_for(dataset, Config()) is dataset
+    assert distribute.shard_for(dataset, Config()) is dataset
 
 
 def test_distribute_needs_the_tensorflow_backend(monkeypatch):
-    monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(distribute.keras.backend, "backend", lambda: "jax")
     with pytest.raises(ConfigError, match="KERAS_BACKEND=tensorflow"):
-        runtime.distribution_strategy(Config(distribute="mirrored"))
-    assert runtime.distribution_strategy(Config()) is None
+        distribute.create_strategy(Config(distribute="mirrored"))
+    assert distribute.create_strategy(Config()) is None
 
 
 @pytest.mark.parametrize(
@@ -206,6 +255,15 @@ def test_only_the_chief_writes_to_the_shared_workdir(
     class Strategy:
         cluster_resolver = Resolver()
 
-    monkeypatch.setattr(runtime, "distribution_strategy", lambda config: Strategy())
-    assert runtime.worker_workdir("run", Config(distribute="multiworker")) == expected
-    assert runtime.worker_workdir("run", Config(distribute="mirrored")) == "run"
+    assert (
+        distribute.worker_workdir("run", Config(distribute="multiworker"), Strategy()) == expected
+    )
+    assert distribute.worker_workdir("run", Config(distribute="mirrored"), Strategy()) == "run"
+
+
+def test_a_strategy_that_does_not_match_distribute_is_refused():
+    with pytest.raises(ValueError, match="--distribute=mirrored"):
+        distribute.check_strategy(Config(distribute="mirrored"), None)
+    with pytest.raises(ValueError, match="--distribute=none"):
+        distribute.check_strategy(Config(), object())
+    distribute.check_strategy(Config(), None)

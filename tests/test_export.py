@@ -34,7 +34,7 @@ def save_run(workdir, dims, config, seed=0):
     """A run directory as training leaves it: `model.keras` and `config.json`."""
     keras.utils.set_random_seed(seed)
     model = MIDG(input_dims=dims, strides={k: STRIDES[k] for k in dims}, **TINY, name="midg")
-    model.build_from_config({})
+    model.build_weights()
     os.makedirs(workdir, exist_ok=True)
     model.save(os.path.join(workdir, "model.keras"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -290,7 +290,7 @@ def test_mixed_precision_subset_model_serves_float32_and_ignores_unused_inputs(t
 
     # The same weights in a model built under float32 (sims label scale is 1).
     reference = MIDG(input_dims=dims, strides={k: STRIDES[k] for k in dims}, **TINY)
-    reference.build_from_config({})
+    reference.build_weights()
     reference.set_weights(mixed.get_weights())
     expected = keras_y_out(reference, batch)
     np.testing.assert_allclose(outputs["sentiment"].numpy(), expected, rtol=0, atol=1e-5)

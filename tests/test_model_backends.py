@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+from midg_keras import keras_compat
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.training import trainer
@@ -178,9 +179,9 @@ def test_torch_train_step_runs_compute_loss(backend_runs):
 
 
 def test_tf_train_step_loss_equals_compute_loss(tf_reference):
-    """The explicit TF train_step reports the loss compute_loss gives on the same inputs."""
+    """Keras' TF train_step reports the loss compute_loss gives on the same inputs."""
     _, model, (inputs, label), _, _ = tf_reference
-    generators = [g for layer in model._flatten_layers() for g in layer._seed_generators]
+    generators = keras_compat.seed_generators(model)
     states = [g.state.numpy() for g in generators]  # same Gaussian samples for both paths
     expected = model.loss_terms(inputs, label, model(inputs, training=True))
     for generator, state in zip(generators, states):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from midg_keras import keras_compat
 from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.layers import GradientReversal
-from midg_keras.training import runtime, trainer
+from midg_keras.training import precision, trainer
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, router_top_k=1, batch_size=8, verbose=0)
@@ -30,16 +31,16 @@ def source(tmp_path_factory):
 
 @pytest.mark.parametrize("gpu, expected", [(False, "float32"), (True, "mixed_float16")])
 def test_auto_is_float16_on_gpu_and_float32_on_cpu(monkeypatch, gpu, expected):
-    monkeypatch.setattr(runtime, "gpu_available", lambda: gpu)
-    assert runtime.precision_policy_name(Config(mixed_precision="auto")) == expected
+    monkeypatch.setattr(precision, "gpu_available", lambda: gpu)
+    assert precision.precision_policy_name(Config(mixed_precision="auto")) == expected
     explicit = Config(mixed_precision="mixed_bfloat16")
-    assert runtime.precision_policy_name(explicit) == "mixed_bfloat16"
+    assert precision.precision_policy_name(explicit) == "mixed_bfloat16"
 
 
 def test_this_cpu_machine_resolves_auto_to_float32():
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible")
-    assert runtime.precision_policy_name(Config()) == "float32"
+    assert precision.precision_policy_name(Config()) == "float32"
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -53,7 +54,9 @@ def test_mixed_policy_model_trains_with_float32_variables_heads_and_losses(sourc
     assert model.dtype_policy.name == policy
     assert {v.dtype for v in model.trainable_weights} == {"float32"}
     compute_dtype = COMPUTE_DTYPES[policy]
-    low = [layer for layer in model._flatten_layers() if layer.compute_dtype == compute_dtype]
+    low = [
+        layer for layer in keras_compat.all_layers(model) if layer.compute_dtype == compute_dtype
+    ]
     assert len(low) > 20  # encoders, attention, experts... compute in 16 bits
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (policy == "mixed_float16")

@@ -43,7 +43,7 @@ def served(tmp_path_factory):
         num_experts=2,
         name="midg",
     )
-    model.build_from_config({})
+    model.build_weights()
     model.save(os.path.join(workdir, "model.keras"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(Config(source=source).to_json())

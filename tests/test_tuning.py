@@ -19,6 +19,7 @@ import pytest
 from absl import flags
 
 from midg_keras import flags as midg_flags
+from midg_keras import keras_compat
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.flagfile import expand_flagfiles
@@ -253,17 +254,19 @@ def stand_in_fit(monkeypatch):
     """Trials build a one-weight model and score (alpha - 1.3)^2 without training."""
     fits = []
 
-    def compiled_model(config, data, model_name=None):
+    def compiled_model(config, data, model_name=None, strategy=None):
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse")
         return model
+
+    save_best_epoch = keras_compat.keras_tuner_save_best_epoch_class()
 
     def fit(self, hp, model, *args, **kwargs):
         config = self.trial_config(hp)
         fits.append((config, kwargs))
         logs = {OBJECTIVE: (config.alpha - 1.3) ** 2}
         for callback in kwargs["callbacks"]:
-            if type(callback).__name__ == "SaveBestEpoch":  # Hyperband continues from it
+            if isinstance(callback, save_best_epoch):  # Hyperband continues from it
                 callback.set_model(model)
                 callback.on_epoch_end(0, logs)
         return logs

@@ -110,7 +110,7 @@ def load_float32_model(path: str) -> SentimentModel:
         config = trained.get_config()
         config["dtype"] = "float32"
         model = type(trained).from_config(config)
-        model.build_from_config({})
+        model.build_weights()
         model.set_weights(trained.get_weights())
     finally:
         keras.config.set_dtype_policy(previous)

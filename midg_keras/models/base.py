@@ -2,9 +2,9 @@
 
 Subclasses implement `call(inputs) -> dict` (every output per-sample, `prediction` on the
 common label scale) and `loss_terms(inputs, y, y_pred) -> dict` (scalars, `loss` the
-total). One loss code path serves every backend: Keras' own `train_step` calls
-`compute_loss` on JAX and PyTorch; on TensorFlow an explicit `train_step` does the same
-under a `GradientTape` with the optimizer's loss scaling (docs/design.md §8).
+total). One training path serves every backend: Keras' own `train_step` and `test_step`
+call `compute_loss`, which tracks each term and returns the total (docs/design.md §8).
+Build a model with `build_weights()` before compiling it.
 """
 
 import keras
@@ -12,15 +12,16 @@ from keras import ops
 
 from midg_keras import layers as midg_layers
 from midg_keras import losses as midg_losses
-
-MODALITY_ORDER = ("text", "audio", "vision")
+from midg_keras.constants import MODALITY_KEYS
 
 
 class SentimentModel(keras.Model):
     """Base of the sentiment models: encoders per modality plus the training plumbing.
 
     Subclasses name the scalar terms `loss_terms` returns besides the total in
-    `LOSS_TERMS`; `prediction_loss` (the regression loss of the served prediction) is
+    `LOSS_TERMS`, and extend `HYPERPARAMETERS`: the constructor arguments named like a
+    model flag of `Config` (the trainer passes those flags, `get_config` saves them).
+    `prediction_loss` (the regression loss of the served prediction) is
     the model-selection criterion shared by every model.
 
     Args:
@@ -32,6 +33,8 @@ class SentimentModel(keras.Model):
         dropout: dropout rate.
         reg_loss: `mse` or `l1`.
     """
+
+    HYPERPARAMETERS = ("hidden_dim", "encoder_layers", "num_heads", "dropout", "reg_loss")
 
     def __init__(
         self,
@@ -47,7 +50,7 @@ class SentimentModel(keras.Model):
         super().__init__(**kwargs)
         self.input_dims = {k: int(v) for k, v in input_dims.items()}
         self.strides = {k: int(v) for k, v in strides.items()}
-        self.modalities = [key for key in MODALITY_ORDER if key in self.input_dims]
+        self.modalities = [key for key in MODALITY_KEYS if key in self.input_dims]
         self.hidden_dim = hidden_dim
         self.encoder_layers = encoder_layers
         self.num_heads = num_heads
@@ -101,12 +104,20 @@ class SentimentModel(keras.Model):
         inputs["source_index"] = ops.zeros((batch_size,), "int32")
         return inputs
 
+    def build_weights(self):
+        """Creates every weight with one forward pass on `dummy_inputs()`.
+
+        The inputs are a dict of variable-length sequences, so one call is the simplest
+        way to build every sublayer; the weights do not depend on the batch.
+        """
+        self(self.dummy_inputs(), training=False)
+
     def get_build_config(self):
         return {"dummy": True}
 
     def build_from_config(self, config):
-        # Dict inputs of variable length: building by one forward pass is simplest.
-        self(self.dummy_inputs(), training=False)
+        """Rebuilds a reloaded `.keras` model before its weights are loaded."""
+        self.build_weights()
 
     LOSS_TERMS = ()
 
@@ -114,40 +125,35 @@ class SentimentModel(keras.Model):
         raise NotImplementedError
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Tracks every loss term; returns the total, scaled for distribution as Keras expects.
+
+        Under a tf.distribute strategy each replica sees its share of the global batch and
+        the replicas' gradients are summed, so each replica's loss is divided by their
+        number; Keras' `train_step`/`test_step` multiply it back for the reported `loss`.
+        The term trackers get the unscaled per-replica values (a Mean over replicas).
+        """
         terms = self.loss_terms(x, y, y_pred)
         for name, value in terms.items():
             if name == "loss":
                 continue
             self.term_trackers[name].update_state(value)
-        return terms["loss"]
-
-    if keras.backend.backend() == "tensorflow":
-
-        def train_step(self, data):
-            import tensorflow as tf
-
-            x, y = data[0], data[1]
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self.compute_loss(x, y, y_pred, training=True)
-                scaled_loss = self.optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled_loss, self.trainable_weights)
-            self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-            self._loss_tracker.update_state(loss)
-            return self.get_metrics_result()
+        return _scale_for_replicas(terms["loss"])
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            input_dims=self.input_dims,
-            strides=self.strides,
-            hidden_dim=self.hidden_dim,
-            encoder_layers=self.encoder_layers,
-            num_heads=self.num_heads,
-            dropout=self.dropout,
-            reg_loss=self.reg_loss,
-        )
+        config.update(input_dims=self.input_dims, strides=self.strides)
+        config.update({name: getattr(self, name) for name in self.HYPERPARAMETERS})
         return config
+
+
+def _scale_for_replicas(loss):
+    """`loss` divided by the replicas of the current tf.distribute strategy (TF only)."""
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / replicas if replicas > 1 else loss
 
 
 @keras.saving.register_keras_serializable(package="midg")

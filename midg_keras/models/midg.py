@@ -77,6 +77,23 @@ class MIDG(SentimentModel):
         "prediction_loss",
     )
 
+    HYPERPARAMETERS = SentimentModel.HYPERPARAMETERS + (
+        "num_experts",
+        "router_top_k",
+        "router_aux_weight",
+        "decouple",
+        "club_weight",
+        "use_moie",
+        "use_cm_adapter",
+        "use_decoupling",
+        "alpha",
+        "beta",
+        "gamma",
+        "adv_weight",
+        "inference_path",
+        "reversal_reach",
+    )
+
     def __init__(
         self,
         input_dims,
@@ -277,22 +294,4 @@ class MIDG(SentimentModel):
         }
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_experts=self.num_experts,
-            router_top_k=self.router_top_k,
-            router_aux_weight=self.router_aux_weight,
-            decouple=self.decouple,
-            club_weight=self.club_weight,
-            use_moie=self.use_moie,
-            use_cm_adapter=self.use_cm_adapter,
-            use_decoupling=self.use_decoupling,
-            alpha=self.alpha,
-            beta=self.beta,
-            gamma=self.gamma,
-            adv_weight=self.adv_weight,
-            inference_path=self.inference_path,
-            num_domains=self.num_domains,
-            reversal_reach=self.reversal_reach,
-        )
-        return config
+        return {**super().get_config(), "num_domains": self.num_domains}

@@ -25,8 +25,10 @@ def run_workdir(config: Config, model_name: str, seed: int) -> str:
     return base
 
 
-def run(config: Config, evaluate_only=False, log=print) -> dict:
+def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
     """Trains (or, with `evaluate_only`, re-scores) every model and seed; writes results.md.
+
+    `strategy` is `distribute.create_strategy(config)` (None without `--distribute`).
 
     Returns {model name: [per-seed {"valid": ..., "test": ...}]}.
     """
@@ -42,7 +44,7 @@ def run(config: Config, evaluate_only=False, log=print) -> dict:
             if evaluate_only:
                 metrics = trainer.evaluate_workdir(seeded, data, workdir)
             else:
-                metrics = trainer.train(seeded, data, workdir, model_name=name)
+                metrics = trainer.train(seeded, data, workdir, model_name=name, strategy=strategy)
             log(f"[{name}] seed {seed} test: " + _headline(metrics["test"], data.target.family))
             results[name].append(metrics)
     _write_summary(config, data, results, log)

@@ -16,13 +16,12 @@ import numpy as np
 
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
+from midg_keras.constants import MODEL_FILE, SELECTION_METRIC
 from midg_keras.data.pipeline import PreparedData
 from midg_keras.models import MIDG, LateFusionBaseline
-from midg_keras.training import report, runtime
+from midg_keras.training import distribute, report, runtime
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
-
-MODEL_FILE = "model.keras"
-SELECTION_METRIC = "val_prediction_loss"
+from midg_keras.training.resume import ResumableBackup, ResumableEarlyStopping, resume_state
 
 
 class TrainingError(RuntimeError):
@@ -30,37 +29,17 @@ class TrainingError(RuntimeError):
 
 
 def build_model(config: Config, data: PreparedData, model_name=None):
-    """The configured model (`--model`, or `model_name`) for the prepared data."""
-    common = dict(
-        input_dims=data.dims,
-        strides=data.strides,
-        hidden_dim=config.hidden_dim,
-        encoder_layers=config.encoder_layers,
-        num_heads=config.num_heads,
-        dropout=config.dropout,
-        reg_loss=config.reg_loss,
-    )
-    if (model_name or config.model) == "erm":
-        return LateFusionBaseline(**common, name="erm")
-    return MIDG(
-        **common,
-        num_experts=config.num_experts,
-        router_top_k=config.router_top_k,
-        router_aux_weight=config.router_aux_weight,
-        decouple=config.decouple,
-        club_weight=config.club_weight,
-        use_moie=config.use_moie,
-        use_cm_adapter=config.use_cm_adapter,
-        use_decoupling=config.use_decoupling,
-        alpha=config.alpha,
-        beta=config.beta,
-        gamma=config.gamma,
-        adv_weight=config.adv_weight,
-        reversal_reach=config.reversal_reach,
-        inference_path=config.inference_path,
-        num_domains=len(data.sources) if config.domain_labels == "source" else 2,
-        name="midg",
-    )
+    """The configured model (`--model`, or `model_name`) for the prepared data.
+
+    Its hyper-parameters are the model flags it names in `HYPERPARAMETERS`; the data gives
+    the feature dims and strides (and, for MIDG, the discriminator's domains).
+    """
+    name = model_name or config.model
+    model_class = LateFusionBaseline if name == "erm" else MIDG
+    kwargs = config.model_settings(model_class.HYPERPARAMETERS)
+    if model_class is MIDG:
+        kwargs["num_domains"] = len(data.sources) if config.domain_labels == "source" else 2
+    return model_class(input_dims=data.dims, strides=data.strides, name=name, **kwargs)
 
 
 def make_optimizer(config: Config):
@@ -71,15 +50,16 @@ def make_optimizer(config: Config):
     )
 
 
-def compiled_model(config: Config, data: PreparedData, model_name=None):
+def compiled_model(config: Config, data: PreparedData, model_name=None, strategy=None):
     """`build_model`, built and compiled under `--mixed_precision` and `--distribute`.
 
-    The optimizer is built too: BackupAndRestore needs every weight before `fit`, and a
-    built optimizer lets `fit` trace the train step once instead of twice.
+    `strategy` is `distribute.create_strategy(config)` (None without `--distribute`). The
+    optimizer is built too: BackupAndRestore needs every weight before `fit`, and a built
+    optimizer lets `fit` trace the train step once instead of twice.
     """
-    with runtime.model_scope(config):
+    with distribute.model_scope(config, strategy):
         model = build_model(config, data, model_name)
-        model.build_from_config({})
+        model.build_weights()
         model.compile(optimizer=make_optimizer(config))
         model.optimizer.build(model.trainable_variables)
     return model
@@ -107,21 +87,45 @@ def steps_per_epoch(config: Config, data: PreparedData) -> int:
     return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
 
 
-def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> dict:
-    """Fits one model with seed `config.seed`; returns {"valid": ..., "test": ...} metrics."""
-    workdir = runtime.worker_workdir(workdir, config)
+def fit(model, config: Config, data: PreparedData, callbacks=(), skip_epochs=0, **fit_kwargs):
+    """The one `model.fit` of a run and of a tuning trial, on the source train/validation data.
+
+    Every fit gets `fit_callbacks` before `callbacks`; `fit_kwargs` (e.g. keras-tuner's
+    `epochs`, `verbose`) override `--epochs` and `--verbose`. Training reads one shuffled
+    stream for all epochs, so a resumed run skips exactly the batches of its `skip_epochs`.
+    """
+    steps = steps_per_epoch(config, data)
+    train_data = data.train.repeat()
+    if skip_epochs:
+        train_data = train_data.skip(skip_epochs * steps)
+    epochs = fit_kwargs.pop("epochs", None) or config.epochs
+    fit_kwargs = {"verbose": config.verbose, **fit_kwargs}
+    with distribute.fit_scope(model):
+        return model.fit(
+            distribute.shard_for(train_data, config),
+            validation_data=distribute.shard_for(data.validation, config),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=[*fit_callbacks(model, config, steps), *callbacks],
+            **fit_kwargs,
+        )
+
+
+def train(config: Config, data: PreparedData, workdir: str, model_name=None, strategy=None) -> dict:
+    """Fits one model with seed `config.seed`; returns {"valid": ..., "test": ...} metrics.
+
+    `strategy` is `distribute.create_strategy(config)` (None without `--distribute`).
+    """
+    workdir = distribute.worker_workdir(workdir, config, strategy)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(data.run_config_json(config.replace(model=model_name or config.model)))
     runtime.seed_everything(config)
-    model = compiled_model(config, data, model_name)
-    steps = steps_per_epoch(config, data)
+    model = compiled_model(config, data, model_name, strategy)
     history_path = os.path.join(workdir, "history.csv")
     backup_dir = os.path.join(workdir, "backup")
-    resume = runtime.resume_state(backup_dir, history_path, SELECTION_METRIC)
-    # One shuffled stream for all epochs: a resumed run skips exactly the batches it saw.
-    train_data = runtime.shard_for(data.train.repeat().skip(resume.epoch * steps), config)
-    callbacks = fit_callbacks(model, config, steps) + [
+    resume = resume_state(backup_dir, history_path, SELECTION_METRIC)
+    callbacks = [
         keras.callbacks.ModelCheckpoint(
             os.path.join(workdir, MODEL_FILE),
             monitor=SELECTION_METRIC,
@@ -131,23 +135,15 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None) -> 
         ),
         keras.callbacks.CSVLogger(history_path, append=resume.epoch > 0),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
-        runtime.ResumableBackup(backup_dir),
+        ResumableBackup(backup_dir, resume),
     ]
     if config.patience:
         callbacks.append(
-            runtime.ResumableEarlyStopping(
+            ResumableEarlyStopping(
                 resume, monitor=SELECTION_METRIC, mode="min", patience=config.patience
             )
         )
-    with runtime.fit_scope(model):
-        model.fit(
-            train_data,
-            validation_data=runtime.shard_for(data.validation, config),
-            epochs=config.epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=config.verbose,
-        )
+    fit(model, config, data, callbacks, skip_epochs=resume.epoch)
     best = keras.saving.load_model(os.path.join(workdir, MODEL_FILE))
     return evaluate(best, data, workdir)
 

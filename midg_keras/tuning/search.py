@@ -33,13 +33,14 @@ import os
 import keras
 
 from midg_keras.config import Config, ConfigError
+from midg_keras.constants import SELECTION_METRIC
 from midg_keras.data.errors import DataError
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.data.sources import parse_sources
-from midg_keras.training import runtime, trainer
+from midg_keras.training import distribute, runtime, trainer
 from midg_keras.tuning.space import parse_search_space
 
-OBJECTIVE = "val_prediction_loss"
+OBJECTIVE = SELECTION_METRIC  # the model selection of a training run
 PROJECT = "search"
 BEST_FLAGFILE = "best.flags"
 # Flags that change the tf.data pipeline: trials differing in them get their own data.
@@ -90,11 +91,13 @@ class MIDGHyperModel:
     Args:
         config: the run's flags; the search space overrides some of them per trial.
         params: the parsed `--search_space`.
+        strategy: `distribute.create_strategy(config)` (None without `--distribute`).
     """
 
-    def __init__(self, config: Config, params):
+    def __init__(self, config: Config, params, strategy=None):
         self.config = config
         self.params = params
+        self.strategy = strategy
         self.searching = False  # keras-tuner builds once at construction to read the space
         self._data = {}
         self._builds = collections.Counter()
@@ -120,29 +123,19 @@ class MIDGHyperModel:
             execution = self._builds[key]
             self._builds[key] += 1
             runtime.seed_everything(config.replace(seed=config.seed + execution))
-            return trainer.compiled_model(config, self.data_for(config))
+            return trainer.compiled_model(config, self.data_for(config), strategy=self.strategy)
 
-    def fit(self, hp, model, *args, callbacks=(), epochs=None, **kwargs):
+    def fit(self, hp, model, *args, callbacks=(), **kwargs):
         config = self.trial_config(hp)
         with _trial_errors(config, self.params):
-            data = self.data_for(config)
-            steps = trainer.steps_per_epoch(config, data)
-            callbacks = [*trainer.fit_callbacks(model, config, steps), *callbacks]
+            callbacks = list(callbacks)
             if config.patience:
                 callbacks.append(
                     keras.callbacks.EarlyStopping(
                         monitor=OBJECTIVE, mode="min", patience=config.patience
                     )
                 )
-            with runtime.fit_scope(model):
-                return model.fit(
-                    runtime.shard_for(data.train.repeat(), config),
-                    validation_data=runtime.shard_for(data.validation, config),
-                    epochs=epochs or config.epochs,
-                    steps_per_epoch=steps,
-                    callbacks=callbacks,
-                    **{"verbose": config.verbose, **kwargs},
-                )
+            return trainer.fit(model, config, self.data_for(config), callbacks, **kwargs)
 
 
 @contextlib.contextmanager
@@ -159,10 +152,10 @@ def _trial_errors(config, params):
         ) from error
 
 
-def _hypermodel(config, params):
+def _hypermodel(config, params, strategy):
     import keras_tuner
 
-    builder = MIDGHyperModel(config, params)
+    builder = MIDGHyperModel(config, params, strategy)
 
     class HyperModel(keras_tuner.HyperModel):
         def build(self, hp):
@@ -220,8 +213,10 @@ def _check_same_search(config: Config, params):
         json.dump(settings, f, indent=2, sort_keys=True)
 
 
-def run_search(config: Config) -> str:
+def run_search(config: Config, strategy=None) -> str:
     """Runs (or resumes) the search of `config`; returns the path of `best.flags`.
+
+    `strategy` is `distribute.create_strategy(config)` (None without `--distribute`).
 
     Raises:
         ConfigError: bad --search_space, missing tuner dependencies, or a --workdir
@@ -230,10 +225,10 @@ def run_search(config: Config) -> str:
         TrialError: a trial failed; finished trials are kept for a rerun.
     """
     check_dependencies(config.tuner)
+    distribute.check_strategy(config, strategy)
     params = parse_search_space(config.search_space, config)
-    runtime.distribution_strategy(config)  # multi-worker: before any TensorFlow op
     _check_same_search(config, params)
-    hypermodel, builder = _hypermodel(config, params)
+    hypermodel, builder = _hypermodel(config, params, strategy)
     tuner = make_tuner(config, hypermodel)
     builder.searching = True
     logs = os.path.join(config.workdir, "logs")
