@@ -102,7 +102,7 @@ def test_helpshort_lists_our_flags_by_group():
     result = run_cli("--helpshort")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for group in ("run", "data", "model", "training", "outputs", "tuning"):
+    for group in ("run", "data", "model", "training", "output", "tuning"):
         assert f"midg_keras flags: {group}:" in out
     assert out.index("flags: data:") < out.index("--source") < out.index("flags: model:")
     assert out.index("flags: model:") < out.index("--hidden_dim") < out.index("flags: training:")
