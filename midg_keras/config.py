@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 MODES = ("train", "evaluate", "inspect", "export", "tune")
 MODALITIES = tuple(MODALITY_LETTERS)
-MODELS = ("midg", "erm")
+MODELS = ("midg", "erm", "erm_shift")
 # Builders that read MMSA pickles from a manual dir (--manual_dirs keys).
 MANUAL_BUILDERS = ("mosi", "mosei", "sims")
 
@@ -95,11 +95,16 @@ class Config:
     modalities: str = _field("t,a,v", "Comma-separated non-empty subset of t,a,v.")
 
     # Model (docs/design.md §4).
-    model: str = _field("midg", "`midg` or the `erm` late-fusion baseline.", MODELS)
+    model: str = _field(
+        "midg",
+        "`midg`, the `erm` late-fusion baseline, or `erm_shift` (ERM also trained on the same "
+        "simulated out-of-domain inputs as MIDG).",
+        MODELS,
+    )
     baselines: str = _field(
         "",
-        "Comma-separated models (e.g. `erm`) also trained on the same data and seeds and "
-        "reported beside --model.",
+        "Comma-separated models (e.g. `erm,erm_shift`) also trained on the same data and "
+        "seeds and reported beside --model.",
     )
     hidden_dim: int = _field(128, "Width d of every representation.")
     encoder_layers: int = _field(1, "Transformer blocks per modality encoder.")
@@ -115,7 +120,10 @@ class Config:
     router_top_k: int = _field(0, "0 = dense mixture; k > 0 = top-k routing + load-balance loss.")
     router_aux_weight: float = _field(0.01, "Weight of the router load-balance loss.")
     decouple: str = _field(
-        "kl_recon_club", "Decoupling loss L_DIS.", ("kl_recon", "club", "kl_recon_club")
+        "kl_recon_club",
+        "Decoupling loss L_DIS: KL to N(0, I) priors (`kl_recon*`) or the cross-stream priors "
+        "of Eq. 2 as printed (`cross_kl_recon*`), plus reconstruction and/or CLUB.",
+        ("kl_recon", "club", "kl_recon_club", "cross_kl_recon", "cross_kl_recon_club"),
     )
     club_weight: float = _field(1.0, "Weight of the CLUB mutual-information bound in L_DIS.")
     use_moie: bool = _field(True, "Ablation: MoIE (off = concat + MLP fusion).")
@@ -129,22 +137,45 @@ class Config:
         "reconstruction MSE/dim), summed over modalities; the reported decoupling_loss also "
         "holds the CLUB net's own negative log-likelihood.",
     )
-    adv_weight: float = _field(0.1, "Weight of the domain BCE inside L_in (Eq. 4).")
+    shift_crop: float = _field(
+        0.5,
+        "Simulated out-of-domain inputs: keep a random sub-sequence of U(1-crop, 1) of each "
+        "clip (0 = off).",
+    )
+    shift_frame_drop: float = _field(
+        0.2, "Simulated out-of-domain inputs: drop each frame/token with this probability."
+    )
+    shift_channel_drop: float = _field(
+        0.2,
+        "Simulated out-of-domain inputs: zero each feature channel for a whole clip with this "
+        "probability.",
+    )
+    shift_stats: float = _field(
+        1.0,
+        "Simulated out-of-domain inputs: strength of the per-clip feature-statistics "
+        "perturbation (DSU; 0 = off).",
+    )
+    adv_weight: float = _field(
+        0.1,
+        "Weight of the discriminator's cross-entropy (Eq. 4): clean vs simulated out-of-domain "
+        "representation O, reversed into everything ŷ2 is computed from.",
+    )
+    consistency_weight: float = _field(
+        0.0, "Weight of the consistency penalty between ŷ2 on clean and on shifted inputs."
+    )
+    consistency: str = _field(
+        "to_shifted",
+        "Consistency penalty: `pairwise` (pull both predictions together), `to_shifted` (pull "
+        "the clean prediction to the shifted one, held constant) or `vrex` (squared "
+        "difference of the two risks).",
+        ("pairwise", "to_shifted", "vrex"),
+    )
     grl_max: float = _field(
         1.0,
-        "Maximum gradient-reversal strength lambda (reached by the DANN schedule). Under "
-        "Adam it only weighs the experts' reversed gradient against their other gradients, "
-        "so small values still let the experts win the min-max (on the synthetic demo 0.3 "
-        "did, 0 let the discriminator win).",
+        "Maximum gradient-reversal strength lambda (reached by the DANN schedule): how strongly "
+        "the reversed discriminator gradient pushes the representation O towards invariance.",
     )
     grl_schedule: str = _field("dann", "Lambda schedule.", ("dann", "constant"))
-    reversal_reach: str = _field(
-        "experts",
-        "How far the discriminator's reversed gradient reaches: `experts` (MoIE experts and "
-        "router only; stable) or `encoders` (also the decoupling and modality encoders, the "
-        "DANN-style reading; measured unstable on the synthetic demo).",
-        ("experts", "encoders"),
-    )
     reg_loss: str = _field("mse", "Regression loss.", ("mse", "l1"))
     inference_path: str = _field(
         "out",
@@ -153,7 +184,7 @@ class Config:
     )
     domain_labels: str = _field(
         "stream",
-        "Discriminator target: `stream` (in-domain vs simulated out-of-domain) or `source` "
+        "Discriminator target: `stream` (clean vs simulated out-of-domain input) or `source` "
         "(which source dataset; needs several sources).",
         ("stream", "source"),
     )
@@ -251,7 +282,7 @@ class Config:
         unknown = [m for m in models if m not in MODELS]
         if unknown:
             raise ConfigError(
-                f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use midg or erm."
+                f"--baselines={self.baselines!r}: unknown model(s) {unknown}; use {', '.join(MODELS)}."
             )
         return ParsedLists(seeds=seeds, models=tuple(models), modalities=modalities)
 

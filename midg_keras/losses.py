@@ -63,6 +63,32 @@ def gaussian_kl_standard_normal(mean, log_var, mask=None):
     return masked_mean(kl, mask)
 
 
+def gaussian_kl(mean, log_var, prior_mean, prior_log_var, mask=None):
+    """KL(N(mean, exp(log_var)) || N(prior_mean, exp(prior_log_var))) per dim, masked mean.
+
+    The cross-stream prior term of paper Eq. 2 as printed (`decouple=cross_kl_*`):
+    each stream's posterior is measured against the other stream's. Per element it is
+    `0.5 * (log_var_p - log_var + (exp(log_var) + (mean - mean_p)**2) / exp(log_var_p) - 1)`.
+
+    Args:
+        mean, log_var: `(batch, time, dim)` posterior.
+        prior_mean, prior_log_var: same shape, the prior.
+        mask: optional boolean `(batch, time)`.
+
+    Returns:
+        float32 scalar.
+    """
+    mean, log_var = _float32(mean), _float32(log_var)
+    prior_mean, prior_log_var = _float32(prior_mean), _float32(prior_log_var)
+    kl = 0.5 * (
+        prior_log_var
+        - log_var
+        + (ops.exp(log_var) + ops.square(mean - prior_mean)) / ops.exp(prior_log_var)
+        - 1.0
+    )
+    return masked_mean(kl, mask)
+
+
 def masked_mse(a, b, mask=None):
     """Mean squared error between `a` and `b` over real tokens and all dimensions.
 

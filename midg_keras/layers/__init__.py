@@ -11,6 +11,7 @@ from midg_keras.layers.masked_mean_pooling import MaskedMeanPooling
 from midg_keras.layers.mixture_of_invariant_experts import MixtureOfInvariantExperts
 from midg_keras.layers.modality_encoder import ModalityEncoder
 from midg_keras.layers.router import Router
+from midg_keras.layers.simulated_shift import SimulatedShift
 from midg_keras.layers.transformer_encoder_block import TransformerEncoderBlock
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "MixtureOfInvariantExperts",
     "ModalityEncoder",
     "Router",
+    "SimulatedShift",
     "TransformerEncoderBlock",
 ]

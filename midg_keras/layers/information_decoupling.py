@@ -7,7 +7,7 @@ from midg_keras import losses
 from midg_keras.layers.club_estimator import ClubEstimator
 from midg_keras.layers.gaussian_encoder import GaussianEncoder
 
-DECOUPLE_MODES = ("kl_recon_club", "kl_recon", "club")
+DECOUPLE_MODES = ("kl_recon_club", "kl_recon", "club", "cross_kl_recon_club", "cross_kl_recon")
 
 
 @keras.saving.register_keras_serializable(package="midg")
@@ -17,7 +17,9 @@ class InformationDecoupling(keras.layers.Layer):
     Token-wise, two Gaussian encoders give q(A_im | A_m) and q(A_om | A_m).
     The decoupling loss L_DIS (docs/design.md §4.2, the variational reading of paper
     Eq. 2) is the sum of the terms selected by `decouple`:
-    - "kl" terms: KL(q_im || N(0, I)) + KL(q_om || N(0, I));
+    - "kl" terms: KL(q_im || N(0, I)) + KL(q_om || N(0, I)); with "cross_kl" the
+      cross-stream priors of Eq. 2 as printed, KL(q_im || q_om) + KL(q_om || q_im), each
+      prior held constant (`stop_gradient`) so a stream is pulled, not its prior;
     - "recon": the negative Gaussian log-likelihood of A_m given
       `[A_im; A_om]` (Eq. 3) = MSE of a Dense decoder's reconstruction; the
       target A_m is held fixed (`stop_gradient`) so the modality encoder
@@ -29,7 +31,8 @@ class InformationDecoupling(keras.layers.Layer):
 
     Args:
         hidden_dim: width d of A_im and A_om (and of the CLUB net's hidden layer).
-        decouple: "kl_recon_club" (default), "kl_recon" or "club".
+        decouple: "kl_recon_club" (default), "kl_recon", "club", "cross_kl_recon_club"
+            or "cross_kl_recon".
         club_weight: weight of the CLUB bound inside L_DIS.
         seed: optional int seed of the two encoders' sampling noise.
         **kwargs: standard `keras.layers.Layer` arguments.
@@ -77,11 +80,11 @@ class InformationDecoupling(keras.layers.Layer):
 
     @property
     def _uses_kl_recon(self):
-        return self.decouple in ("kl_recon_club", "kl_recon")
+        return "kl_recon" in self.decouple
 
     @property
     def _uses_club(self):
-        return self.decouple in ("kl_recon_club", "club")
+        return self.decouple.endswith("club")
 
     def build(self, sequence_shape):
         self.in_domain_encoder = GaussianEncoder(
@@ -114,9 +117,17 @@ class InformationDecoupling(keras.layers.Layer):
         zero = ops.zeros((), dtype="float32")
         kl = reconstruction = club = club_log_likelihood = zero
         if self._uses_kl_recon:
-            kl = losses.gaussian_kl_standard_normal(
-                in_mean, in_log_var, mask
-            ) + losses.gaussian_kl_standard_normal(out_mean, out_log_var, mask)
+            if self.decouple.startswith("cross_kl"):
+                fixed = ops.stop_gradient
+                kl = losses.gaussian_kl(
+                    in_mean, in_log_var, fixed(out_mean), fixed(out_log_var), mask
+                ) + losses.gaussian_kl(
+                    out_mean, out_log_var, fixed(in_mean), fixed(in_log_var), mask
+                )
+            else:
+                kl = losses.gaussian_kl_standard_normal(
+                    in_mean, in_log_var, mask
+                ) + losses.gaussian_kl_standard_normal(out_mean, out_log_var, mask)
             reconstructed = self.decoder(ops.concatenate([in_domain, out_domain], axis=-1))
             reconstruction = losses.masked_mse(ops.stop_gradient(sequence), reconstructed, mask)
         if self._uses_club:

@@ -18,7 +18,7 @@ class SimulatedShift(keras.layers.Layer):
     - `crop`: keep a random contiguous sub-sequence covering a fraction drawn from
       U(1 - crop, 1) of each sample's valid length (shorter clips, another start);
     - `frame_drop`: drop each valid frame / token with probability `frame_drop`
-      (a random subset; a sample keeps at least one frame);
+      (a random subset; a clip keeps at least one frame);
     - `channel_drop`: zero each feature channel with probability `channel_drop` for the
       whole sequence of a sample (per-frame dropout would average away over time);
     - `stats`: resample each sample's per-channel mean and std around the batch's
@@ -38,7 +38,8 @@ class SimulatedShift(keras.layers.Layer):
 
     Call arguments:
         sequence: `(batch, time, features)` raw features.
-        mask: boolean `(batch, time)`, True on valid frames.
+        frame_mask: boolean `(batch, time)`, True on valid frames (not a Keras mask:
+            the layer returns the new one).
         training: shift when True, identity otherwise.
 
     Returns:
@@ -73,14 +74,13 @@ class SimulatedShift(keras.layers.Layer):
         self.stats = stats
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_masking = True
 
     @property
     def active(self):
         return any((self.crop, self.frame_drop, self.channel_drop, self.stats))
 
-    def call(self, sequence, mask, training=None):
-        mask = ops.cast(mask, "bool")
+    def call(self, sequence, frame_mask, training=None):
+        mask = ops.cast(frame_mask, "bool")
         if not training or not self.active:
             return sequence, mask
         batch, steps = ops.shape(sequence)[0], ops.shape(sequence)[1]
@@ -97,10 +97,13 @@ class SimulatedShift(keras.layers.Layer):
             window = (positions >= start[:, None]) & (positions < (start + width)[:, None])
             new_mask = new_mask & window
         if self.frame_drop:
-            keep = keras.random.uniform((batch, steps), seed=self.seed_generator) >= self.frame_drop
-            dropped = new_mask & keep
-            empty = ops.sum(ops.cast(dropped, "int32"), axis=1, keepdims=True) == 0
-            new_mask = ops.where(empty, new_mask, dropped)
+            draw = keras.random.uniform((batch, steps), seed=self.seed_generator)
+            kept = new_mask & (draw >= self.frame_drop)
+            # A clip that lost every frame keeps its valid frame with the highest draw.
+            best = ops.argmax(ops.where(new_mask, draw, -1.0), axis=1)
+            fallback = ops.one_hot(best, steps, dtype="int32") > 0
+            empty = ops.sum(ops.cast(kept, "int32"), axis=1, keepdims=True) == 0
+            new_mask = kept | (fallback & empty)
         valid = ops.cast(new_mask, dtype)[..., None]
         if self.stats:
             sequence = self._perturb_statistics(sequence, valid)
@@ -127,8 +130,8 @@ class SimulatedShift(keras.layers.Layer):
         )
         return (sequence - mean) / std * ops.abs(new_std) + new_mean
 
-    def compute_output_shape(self, sequence_shape, mask_shape):
-        return sequence_shape, mask_shape
+    def compute_output_shape(self, sequence_shape, frame_mask_shape):
+        return sequence_shape, frame_mask_shape
 
     def get_config(self):
         config = super().get_config()

@@ -32,9 +32,24 @@ class SentimentModel(keras.Model):
         num_heads: attention heads.
         dropout: dropout rate.
         reg_loss: `mse` or `l1`.
+        shift_crop, shift_frame_drop, shift_channel_drop, shift_stats: strengths of the
+            simulated out-of-domain inputs (`SimulatedShift`), drawn in training only.
+        simulate_shift: whether training also feeds the simulated out-of-domain inputs
+            (MIDG always; the ERM baseline as `erm_shift`, the fair "same perturbation"
+            baseline).
     """
 
-    HYPERPARAMETERS = ("hidden_dim", "encoder_layers", "num_heads", "dropout", "reg_loss")
+    HYPERPARAMETERS = (
+        "hidden_dim",
+        "encoder_layers",
+        "num_heads",
+        "dropout",
+        "reg_loss",
+        "shift_crop",
+        "shift_frame_drop",
+        "shift_channel_drop",
+        "shift_stats",
+    )
 
     def __init__(
         self,
@@ -45,6 +60,11 @@ class SentimentModel(keras.Model):
         num_heads=4,
         dropout=0.1,
         reg_loss="mse",
+        shift_crop=0.0,
+        shift_frame_drop=0.0,
+        shift_channel_drop=0.0,
+        shift_stats=0.0,
+        simulate_shift=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -56,6 +76,22 @@ class SentimentModel(keras.Model):
         self.num_heads = num_heads
         self.dropout = dropout
         self.reg_loss = reg_loss
+        self.shift_crop = shift_crop
+        self.shift_frame_drop = shift_frame_drop
+        self.shift_channel_drop = shift_channel_drop
+        self.shift_stats = shift_stats
+        self.simulate_shift = simulate_shift
+        if simulate_shift:
+            self.shifts = {
+                key: midg_layers.SimulatedShift(
+                    crop=shift_crop,
+                    frame_drop=shift_frame_drop,
+                    channel_drop=shift_channel_drop,
+                    stats=shift_stats,
+                    name=f"simulated_shift_{key}",
+                )
+                for key in self.modalities
+            }
         self.encoders = {
             key: midg_layers.ModalityEncoder(
                 hidden_dim,
@@ -89,6 +125,15 @@ class SentimentModel(keras.Model):
             for key in self.modalities
         }
 
+    def simulated_inputs(self, inputs):
+        """`inputs` with every modality replaced by its simulated out-of-domain version."""
+        shifted = dict(inputs)
+        for key in self.modalities:
+            shifted[key], shifted[f"{key}_mask"] = self.shifts[key](
+                inputs[key], inputs[f"{key}_mask"], training=True
+            )
+        return shifted
+
     def pool_concat(self, sequences, masks):
         return ops.concatenate(
             [self.pooling(sequences[key], mask=masks[key]) for key in self.modalities], axis=-1
@@ -108,9 +153,11 @@ class SentimentModel(keras.Model):
         """Creates every weight with one forward pass on `dummy_inputs()`.
 
         The inputs are a dict of variable-length sequences, so one call is the simplest
-        way to build every sublayer; the weights do not depend on the batch.
+        way to build every sublayer; the weights do not depend on the batch. Models with a
+        simulated out-of-domain stream run it in training only (MIDG's discriminator), so
+        they build in training mode.
         """
-        self(self.dummy_inputs(), training=False)
+        self(self.dummy_inputs(), training=self.simulate_shift)
 
     def get_build_config(self):
         return {"dummy": True}
@@ -141,7 +188,9 @@ class SentimentModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(input_dims=self.input_dims, strides=self.strides)
+        config.update(
+            input_dims=self.input_dims, strides=self.strides, simulate_shift=self.simulate_shift
+        )
         config.update({name: getattr(self, name) for name in self.HYPERPARAMETERS})
         return config
 
@@ -161,7 +210,11 @@ class LateFusionBaseline(SentimentModel):
     """ERM late fusion on MIDG's encoders: pool, concatenate, MLP; no DG machinery.
 
     The honest baseline for the domain-generalization tables: same data, encoders,
-    optimizer and model selection as MIDG, trained only on the regression loss.
+    optimizer and model selection as MIDG, trained only on the regression loss. With
+    `simulate_shift=True` (`--baselines=erm_shift`) it also regresses the label on MIDG's
+    simulated out-of-domain inputs, L = (reg(y, ŷ) + reg(y, ŷ_shifted)) / 2: the same
+    data perturbation without MIDG's machinery, so a gain from augmentation alone is not
+    credited to MIDG.
 
     Example:
     ```python
@@ -170,22 +223,34 @@ class LateFusionBaseline(SentimentModel):
     ```
     """
 
-    LOSS_TERMS = ("prediction_loss",)
+    LOSS_TERMS = ("prediction_loss", "shifted_loss")
 
     def __init__(self, input_dims, strides, **kwargs):
         super().__init__(input_dims, strides, **kwargs)
         self.head = self.mlp(1, name="late_fusion_head")
 
     def call(self, inputs, training=None):
+        outputs = {"prediction": self.predict_score(inputs, training)}
+        if training and self.simulate_shift:
+            outputs["prediction_shifted"] = self.predict_score(
+                self.simulated_inputs(inputs), training
+            )
+        return outputs
+
+    def predict_score(self, inputs, training):
         encoded = self.encode(inputs, training=training)
         pooled = self.pool_concat(
             {k: seq for k, (seq, _) in encoded.items()}, {k: m for k, (_, m) in encoded.items()}
         )
-        prediction = ops.squeeze(ops.cast(self.head(pooled, training=training), "float32"), -1)
-        return {"prediction": prediction}
+        return ops.squeeze(ops.cast(self.head(pooled, training=training), "float32"), -1)
 
     def loss_terms(self, inputs, y, y_pred):
-        loss = midg_losses.regression_loss(
-            ops.cast(y, "float32"), y_pred["prediction"], kind=self.reg_loss
-        )
-        return {"loss": loss, "prediction_loss": loss}
+        y = ops.cast(y, "float32")
+        loss = midg_losses.regression_loss(y, y_pred["prediction"], kind=self.reg_loss)
+        terms = {"loss": loss, "prediction_loss": loss, "shifted_loss": ops.zeros((), "float32")}
+        if "prediction_shifted" in y_pred:
+            shifted = midg_losses.regression_loss(
+                y, y_pred["prediction_shifted"], kind=self.reg_loss
+            )
+            terms.update(loss=0.5 * (loss + shifted), shifted_loss=shifted)
+        return terms

@@ -1,4 +1,4 @@
-"""The MIDG model (paper Fig. 1, docs/design.md §4) and its training step (docs/design.md §8)."""
+"""The MIDG model (paper Fig. 1, docs/design.md §4) and its losses (docs/design.md §5)."""
 
 import keras
 from keras import ops
@@ -7,7 +7,7 @@ from midg_keras import layers as midg_layers
 from midg_keras import losses as midg_losses
 from midg_keras.models.base import SentimentModel
 
-REVERSAL_REACHES = ("experts", "encoders")
+CONSISTENCY_MODES = ("pairwise", "to_shifted", "vrex")
 
 
 @keras.saving.register_keras_serializable(package="midg")
@@ -15,15 +15,33 @@ class MIDG(SentimentModel):
     """Mixture of Invariant Experts with knowledge injection for domain generalization.
 
     Each modality is encoded (`ModalityEncoder`) and split token-wise into an in-domain
-    stream A_im and a simulated out-of-domain stream A_om (`InformationDecoupling`,
-    Eqs. 1-3). The in-domain pipeline pools A_im, mixes it with the experts of
-    `MixtureOfInvariantExperts` and predicts ŷ1; a `DomainDiscriminator` behind a
-    `GradientReversal` layer tells the experts' output on A_im from their output on A_om
-    (Eq. 4), which drives the experts towards domain-invariant features. The
-    out-of-domain pipeline injects the other modalities into each A_om with a `CMAdapter`
-    (Eq. 5), fuses and predicts ŷ2 (Eq. 6). L = α·L_in + β·L_out + γ·L_DIS (Eq. 7 plus the
-    decoupling loss and the router's load-balance loss). Predictions come from ŷ2
-    (`inference_path="out"`, paper §4.3), ŷ1 (`"in"`) or their α/β blend (`"blend"`).
+    stream A_im and an out-of-domain stream A_om (`InformationDecoupling`, Eqs. 1-3).
+    The in-domain pipeline pools A_im, mixes it with the experts of
+    `MixtureOfInvariantExperts` and predicts ŷ1. The out-of-domain pipeline injects the
+    other modalities into each A_om with a `CMAdapter` (Eq. 5), fuses them into O and
+    predicts ŷ2 (Eq. 6), the served prediction (paper §4.3).
+
+    In training the out-of-domain pipeline also sees *simulated out-of-domain inputs*
+    (paper §1, §4.3): `SimulatedShift` draws a random subset / perturbation of each
+    sample's raw features (sub-sequences, frame subsets, whole-channel dropout,
+    feature-statistics perturbation), which pass through the same encoders, decoupling
+    and adapters. ŷ2 regresses the label on both the clean and the shifted input, and the
+    invariance signal reaches O, the representation ŷ2 is computed from:
+
+    - a `DomainDiscriminator` behind a `GradientReversal` layer tells O(clean) from
+      O(shifted) (Eq. 4); the reversed gradient trains everything upstream of O
+      (`adv_weight`);
+    - a consistency penalty between ŷ2 on the clean and on the shifted input
+      (`consistency_weight`, `consistency`): `pairwise` pulls the two together,
+      `to_shifted` pulls the clean prediction towards the (constant) shifted one, so
+      features the shift destroys stop paying off, `vrex` penalizes the squared
+      difference of the two regression risks (Krueger et al. 2021).
+
+    L = α·L_in + β·L_out + adv_weight·L_domain + consistency_weight·L_cons + γ·L_DIS
+    + router aux, with L_in = reg(y, ŷ1), L_out = (reg(y, ŷ2) + reg(y, ŷ2_shifted)) / 2
+    (Eq. 7 plus the decoupling, invariance and load-balance terms). At inference there is
+    no shift: predictions come from ŷ2 (`inference_path="out"`), ŷ1 (`"in"`) or their α/β
+    blend (`"blend"`).
 
     Args:
         input_dims: modality key (`text`, `audio`, `vision`) -> feature dim; its keys are
@@ -36,25 +54,20 @@ class MIDG(SentimentModel):
         num_experts: experts K of the MoIE.
         router_top_k: 0 for a dense mixture, k > 0 for top-k routing.
         router_aux_weight: weight of the router's load-balance loss.
-        decouple: `kl_recon`, `club` or `kl_recon_club` (docs/design.md §4.2).
+        decouple: the L_DIS terms (`InformationDecoupling`, docs/design.md §4.2).
         club_weight: weight of the CLUB bound inside L_DIS.
         use_moie: False replaces the MoIE by a concat + MLP fusion (Table 2).
         use_cm_adapter: False replaces the CM-Adapter by pooled concat + MLP (Table 2).
         use_decoupling: False sets A_im = A_om = A_m.
         alpha, beta, gamma: weights of L_in, L_out and L_DIS.
-        adv_weight: weight of the domain cross-entropy inside L_in.
-        reversal_reach: which weights the discriminator's reversed gradient trains.
-            `experts` (default): only the MoIE (router and experts; the concat fusion
-            when `use_moie=False`), the adversary of paper §3.3 ("experts receive
-            reversed gradients"); the streams enter the adversarial branch through a
-            stop-gradient. `encoders`: the reversed gradient also flows into the
-            decoupling and modality encoders (DANN's whole feature extractor). That
-            lets the adversary rewrite the two streams that the decoupling is meant to
-            keep distinct: on the synthetic demo it inflated the stream means
-            (KL 1 -> 4-5 nats/dim) and drove the domain BCE to 60 with logits of ±200.
+        adv_weight: weight of the discriminator's cross-entropy (clean vs shifted O).
+        consistency_weight: weight of the consistency penalty.
+        consistency: `pairwise`, `to_shifted` or `vrex`.
+        shift_crop, shift_frame_drop, shift_channel_drop, shift_stats: strengths of the
+            simulated shift (`SimulatedShift`).
         reg_loss: `mse` or `l1`.
         inference_path: `out`, `in` or `blend`.
-        num_domains: 2 for the in/out stream discriminator; the number of source datasets
+        num_domains: 2 for the clean/shifted discriminator; the number of source datasets
             when the discriminator predicts the source (`domain_labels="source"`).
 
     Example:
@@ -65,18 +78,21 @@ class MIDG(SentimentModel):
     ```
 
     References:
-        MIDG paper, Eqs. 1-7 and Fig. 1; docs/design.md §4.
+        MIDG paper §1, §3-4, Eqs. 1-7 and Fig. 1; docs/design.md §4-5.
     """
 
     LOSS_TERMS = (
         "in_loss",
         "out_loss",
+        "shifted_loss",
         "domain_loss",
+        "domain_acc_clean",
+        "domain_acc_shifted",
+        "consistency_loss",
         "decoupling_loss",
         "router_loss",
         "prediction_loss",
     )
-
     HYPERPARAMETERS = SentimentModel.HYPERPARAMETERS + (
         "num_experts",
         "router_top_k",
@@ -90,18 +106,15 @@ class MIDG(SentimentModel):
         "beta",
         "gamma",
         "adv_weight",
+        "consistency_weight",
+        "consistency",
         "inference_path",
-        "reversal_reach",
     )
 
     def __init__(
         self,
         input_dims,
         strides,
-        hidden_dim=128,
-        encoder_layers=1,
-        num_heads=4,
-        dropout=0.1,
         num_experts=4,
         router_top_k=0,
         router_aux_weight=0.01,
@@ -114,22 +127,18 @@ class MIDG(SentimentModel):
         beta=1.0,
         gamma=0.1,
         adv_weight=0.1,
-        reg_loss="mse",
+        consistency_weight=0.0,
+        consistency="pairwise",
         inference_path="out",
         num_domains=2,
-        reversal_reach="experts",
         **kwargs,
     ):
-        super().__init__(
-            input_dims=input_dims,
-            strides=strides,
-            hidden_dim=hidden_dim,
-            encoder_layers=encoder_layers,
-            num_heads=num_heads,
-            dropout=dropout,
-            reg_loss=reg_loss,
-            **kwargs,
-        )
+        kwargs.pop("simulate_shift", None)  # always on; saved by get_config
+        super().__init__(input_dims=input_dims, strides=strides, simulate_shift=True, **kwargs)
+        if consistency not in CONSISTENCY_MODES:
+            raise ValueError(
+                f"MIDG: consistency must be one of {CONSISTENCY_MODES}, got {consistency!r}."
+            )
         self.num_experts = num_experts
         self.router_top_k = router_top_k
         self.router_aux_weight = router_aux_weight
@@ -142,14 +151,12 @@ class MIDG(SentimentModel):
         self.beta = beta
         self.gamma = gamma
         self.adv_weight = adv_weight
+        self.consistency_weight = consistency_weight
+        self.consistency = consistency
         self.inference_path = inference_path
         self.num_domains = num_domains
-        if reversal_reach not in REVERSAL_REACHES:
-            raise ValueError(
-                f"MIDG: reversal_reach must be one of {REVERSAL_REACHES}, got {reversal_reach!r}."
-            )
-        self.reversal_reach = reversal_reach
 
+        hidden_dim, dropout = self.hidden_dim, self.dropout
         if use_decoupling:
             self.decouplers = {
                 key: midg_layers.InformationDecoupling(
@@ -177,7 +184,7 @@ class MIDG(SentimentModel):
         if self.injects:
             self.adapters = {
                 key: midg_layers.CMAdapter(
-                    hidden_dim, num_heads=num_heads, dropout=dropout, name=f"cm_adapter_{key}"
+                    hidden_dim, num_heads=self.num_heads, dropout=dropout, name=f"cm_adapter_{key}"
                 )
                 for key in self.modalities
             }
@@ -185,70 +192,68 @@ class MIDG(SentimentModel):
         self.out_head = self.mlp(1, name="out_of_domain_head")
 
     def call(self, inputs, training=None):
+        clean = self.represent(inputs, training=training, in_domain=True)
+        y_in, y_out = clean["y_in"], clean["y_out"]
+        batch = ops.shape(y_out)[0]
+        blend = (self.alpha * y_in + self.beta * y_out) / (self.alpha + self.beta)
+        outputs = {
+            "prediction": {"out": y_out, "in": y_in, "blend": blend}[self.inference_path],
+            "y_in": y_in,
+            "y_out": y_out,
+            "y_blend": blend,
+            # Batch-level terms broadcast over the batch so every output is per-sample
+            # (`predict` concatenates outputs across batches).
+            "decoupling_loss": ops.broadcast_to(clean["decoupling_loss"], (batch,)),
+            "router_loss": ops.broadcast_to(clean["router_loss"], (batch,)),
+        }
+        if training:
+            shifted = self.represent(self.simulated_inputs(inputs), training=True, in_domain=False)
+            outputs["y_out_shifted"] = shifted["y_out"]
+            for stream, represented in (("clean", clean), ("shifted", shifted)):
+                logits = self.discriminator(
+                    self.gradient_reversal(represented["fused"]), training=training
+                )
+                outputs[f"domain_logits_{stream}"] = ops.cast(logits, "float32")
+        return outputs
+
+    def represent(self, inputs, training, in_domain):
+        """Encoders -> decoupling -> (MoIE -> ŷ1 when `in_domain`) and CM-Adapter -> O -> ŷ2."""
         encoded = self.encode(inputs, training=training)
-        in_domain, out_of_domain, masks = {}, {}, {}
+        in_streams, out_streams, masks = {}, {}, {}
         decoupling_loss = ops.zeros((), "float32")
         for key, (sequence, mask) in encoded.items():
             masks[key] = mask
             if self.use_decoupling:
                 streams = self.decouplers[key](sequence, mask=mask, training=training)
-                in_domain[key] = streams["in_domain"]
-                out_of_domain[key] = streams["out_of_domain"]
+                in_streams[key] = streams["in_domain"]
+                out_streams[key] = streams["out_of_domain"]
                 decoupling_loss = decoupling_loss + ops.cast(streams["loss"], "float32")
             else:
-                in_domain[key] = out_of_domain[key] = sequence
-
-        # In-domain pipeline: pooled A_im -> MoIE -> ŷ1; discriminator on both streams.
-        pooled_in = self.pool_concat(in_domain, masks)
-        pooled_out = self.pool_concat(out_of_domain, masks)
-        invariant_in, router_loss = self.fuse_in_domain(pooled_in, training)
-        if self.reversal_reach == "experts":
-            # The adversarial branch sees the streams as constants, so the reversed
-            # gradient trains the experts only; ŷ1's regression still reaches the encoders.
-            adversary_in, _ = self.fuse_in_domain(ops.stop_gradient(pooled_in), training)
-            pooled_out = ops.stop_gradient(pooled_out)
-        else:
-            adversary_in = invariant_in
-        adversary_out, router_loss_out = self.fuse_in_domain(pooled_out, training)
-        router_loss = router_loss + router_loss_out
-        y_in = ops.squeeze(ops.cast(self.in_head(invariant_in, training=training), "float32"), -1)
-        domain_logits_in = self.discriminator(
-            self.gradient_reversal(adversary_in), training=training
-        )
-        domain_logits_out = self.discriminator(
-            self.gradient_reversal(adversary_out), training=training
-        )
-
-        # Out-of-domain pipeline: A_om -> CM-Adapter per modality -> fusion -> ŷ2.
+                in_streams[key] = out_streams[key] = sequence
+        represented = {"decoupling_loss": decoupling_loss}
+        if in_domain:
+            invariant, router_loss = self.fuse_in_domain(
+                self.pool_concat(in_streams, masks), training
+            )
+            head = self.in_head(invariant, training=training)
+            represented["y_in"] = ops.squeeze(ops.cast(head, "float32"), -1)
+            represented["router_loss"] = router_loss
         pooled = []
         for key in self.modalities:
-            sequence = out_of_domain[key]
+            sequence = out_streams[key]
             if self.injects:
                 others = [k for k in self.modalities if k != key]
-                context = ops.concatenate([out_of_domain[k] for k in others], axis=1)
+                context = ops.concatenate([out_streams[k] for k in others], axis=1)
                 context_mask = ops.concatenate([masks[k] for k in others], axis=1)
                 sequence = self.adapters[key](
                     sequence, context, masks[key], context_mask, training=training
                 )
             pooled.append(self.pooling(sequence, mask=masks[key]))
         fused = self.out_fusion(ops.concatenate(pooled, axis=-1))
-        y_out = ops.squeeze(ops.cast(self.out_head(fused, training=training), "float32"), -1)
-
-        batch = ops.shape(y_out)[0]
-        blend = (self.alpha * y_in + self.beta * y_out) / (self.alpha + self.beta)
-        prediction = {"out": y_out, "in": y_in, "blend": blend}[self.inference_path]
-        return {
-            "prediction": prediction,
-            "y_in": y_in,
-            "y_out": y_out,
-            "y_blend": blend,
-            "domain_logits_in": ops.cast(domain_logits_in, "float32"),
-            "domain_logits_out": ops.cast(domain_logits_out, "float32"),
-            # Batch-level terms broadcast over the batch so every output is per-sample
-            # (`predict` concatenates outputs across batches).
-            "decoupling_loss": ops.broadcast_to(decoupling_loss, (batch,)),
-            "router_loss": ops.broadcast_to(router_loss, (batch,)),
-        }
+        represented["fused"] = fused
+        head = self.out_head(fused, training=training)
+        represented["y_out"] = ops.squeeze(ops.cast(head, "float32"), -1)
+        return represented
 
     def fuse_in_domain(self, pooled, training):
         """MoIE (or the concat-fusion ablation) on pooled streams: (h, router aux loss)."""
@@ -258,40 +263,79 @@ class MIDG(SentimentModel):
         return self.fusion(pooled, training=training), ops.zeros((), "float32")
 
     def loss_terms(self, inputs, y, y_pred):
-        """L = α·L_in + β·L_out + γ·L_DIS + router aux (Eqs. 4, 6, 7; docs/design.md §5)."""
+        """The terms of L (Eqs. 4, 6, 7; docs/design.md §5); shift terms are 0 when evaluating."""
         y = ops.cast(y, "float32")
-        regression_in = midg_losses.regression_loss(y, y_pred["y_in"], kind=self.reg_loss)
-        regression_out = midg_losses.regression_loss(y, y_pred["y_out"], kind=self.reg_loss)
-        if self.num_domains == 2:
-            zeros = ops.zeros_like(y_pred["y_in"])
-            domain_loss = 0.5 * (
-                midg_losses.domain_bce_with_logits(zeros, y_pred["domain_logits_in"])
-                + midg_losses.domain_bce_with_logits(zeros + 1.0, y_pred["domain_logits_out"])
-            )
-        else:
-            domain_loss = midg_losses.domain_bce_with_logits(
-                inputs["source_index"], y_pred["domain_logits_in"]
-            )
-        loss_in = regression_in + self.adv_weight * domain_loss
+        regression = lambda prediction: midg_losses.regression_loss(  # noqa: E731
+            y, prediction, kind=self.reg_loss
+        )
+        regression_in = regression(y_pred["y_in"])
+        regression_out = regression(y_pred["y_out"])
+        zero = ops.zeros((), "float32")
+        shifted_loss = domain_loss = consistency = acc_clean = acc_shifted = zero
+        out_loss = regression_out
+        if "y_out_shifted" in y_pred:  # training: the simulated out-of-domain stream
+            shifted_loss = regression(y_pred["y_out_shifted"])
+            out_loss = 0.5 * (regression_out + shifted_loss)
+            domain_loss, acc_clean, acc_shifted = self.domain_terms(inputs, y_pred)
+            consistency = self.consistency_penalty(y_pred, regression_out, shifted_loss)
         decoupling = ops.mean(y_pred["decoupling_loss"])
         router = ops.mean(y_pred["router_loss"])
         total = (
-            self.alpha * loss_in
-            + self.beta * regression_out
+            self.alpha * regression_in
+            + self.beta * out_loss
+            + self.adv_weight * domain_loss
+            + self.consistency_weight * consistency
             + self.gamma * decoupling
             + self.router_aux_weight * router
         )
         return {
             "loss": total,
-            "in_loss": loss_in,
-            "out_loss": regression_out,
+            "in_loss": regression_in,
+            "out_loss": out_loss,
+            "shifted_loss": shifted_loss,
             "domain_loss": domain_loss,
+            "domain_acc_clean": acc_clean,
+            "domain_acc_shifted": acc_shifted,
+            "consistency_loss": consistency,
             "decoupling_loss": decoupling,
             "router_loss": router,
-            "prediction_loss": midg_losses.regression_loss(
-                y, y_pred["prediction"], kind=self.reg_loss
-            ),
+            "prediction_loss": regression(y_pred["prediction"]),
         }
+
+    def domain_terms(self, inputs, y_pred):
+        """Discriminator cross-entropy (Eq. 4) and its accuracy on each stream."""
+        logits_clean, logits_shifted = (
+            y_pred["domain_logits_clean"],
+            y_pred["domain_logits_shifted"],
+        )
+        if self.num_domains == 2:
+            zeros = ops.zeros_like(y_pred["y_out"])
+            loss = 0.5 * (
+                midg_losses.domain_bce_with_logits(zeros, logits_clean)
+                + midg_losses.domain_bce_with_logits(zeros + 1.0, logits_shifted)
+            )
+            acc_clean = ops.mean(ops.cast(ops.reshape(logits_clean, (-1,)) < 0, "float32"))
+            acc_shifted = ops.mean(ops.cast(ops.reshape(logits_shifted, (-1,)) > 0, "float32"))
+            return loss, acc_clean, acc_shifted
+        # Several sources: both streams must not reveal which source a sample came from.
+        source = ops.cast(inputs["source_index"], "int32")
+        loss = 0.5 * (
+            midg_losses.domain_bce_with_logits(source, logits_clean)
+            + midg_losses.domain_bce_with_logits(source, logits_shifted)
+        )
+        accuracies = [
+            ops.mean(ops.cast(ops.argmax(logits, axis=-1) == source, "float32"))
+            for logits in (logits_clean, logits_shifted)
+        ]
+        return loss, *accuracies
+
+    def consistency_penalty(self, y_pred, clean_risk, shifted_risk):
+        clean, shifted = y_pred["y_out"], y_pred["y_out_shifted"]
+        if self.consistency == "pairwise":
+            return ops.mean(ops.square(clean - shifted))
+        if self.consistency == "to_shifted":
+            return ops.mean(ops.square(clean - ops.stop_gradient(shifted)))
+        return ops.square(clean_risk - shifted_risk)
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains}

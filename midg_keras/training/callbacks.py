@@ -43,6 +43,13 @@ class GradientReversalSchedule(keras.callbacks.Callback):
         step = self.epoch * self.steps_per_epoch + batch
         self.gradient_reversal.grl_lambda.assign(self.strength(step))
 
+    def on_epoch_end(self, epoch, logs=None):
+        """Records the λ reached this epoch (`grl_lambda` in history.csv and TensorBoard)."""
+        if logs is not None:
+            logs["grl_lambda"] = float(
+                keras.ops.convert_to_numpy(self.gradient_reversal.grl_lambda)
+            )
+
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first NaN/inf loss with a message saying what to try."""

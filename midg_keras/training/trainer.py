@@ -35,10 +35,12 @@ def build_model(config: Config, data: PreparedData, model_name=None):
     the feature dims and strides (and, for MIDG, the discriminator's domains).
     """
     name = model_name or config.model
-    model_class = LateFusionBaseline if name == "erm" else MIDG
+    model_class = MIDG if name == "midg" else LateFusionBaseline
     kwargs = config.model_settings(model_class.HYPERPARAMETERS)
     if model_class is MIDG:
         kwargs["num_domains"] = len(data.sources) if config.domain_labels == "source" else 2
+    else:
+        kwargs["simulate_shift"] = name == "erm_shift"
     return model_class(input_dims=data.dims, strides=data.strides, name=name, **kwargs)
 
 
