@@ -74,7 +74,9 @@ class Config:
     )
     target: str = _field(
         "",
-        "Test data (an unseen domain) in the same syntax; empty = the source's own test split.",
+        "Test data: comma-separated unseen domains in the --source syntax, each scored once "
+        "with the model selected on the source (the first one is metrics.json's `test` and "
+        "export's label scale); empty = the first source's own test split.",
     )
     data_dir: str = _field("", "TFDS data_dir (default: TFDS' own, ~/tensorflow_datasets).")
     manual_dir: str = _field(
