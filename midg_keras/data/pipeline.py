@@ -85,7 +85,10 @@ def prepare_data(config: Config) -> PreparedData:
     """Opens the configured sources/targets, checks them against each other, batches them."""
     modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
     modalities = [key for key in MODALITY_KEYS if key in modalities]
-    sources = [open_source(spec, config) for spec in parse_sources(config.source, "source")]
+    sources = [
+        open_source(spec, config, label_csv=config.label_csv)
+        for spec in parse_sources(config.source, "source")
+    ]
     targets = [open_source(spec, config) for spec in parse_sources(config.target, "target")]
     targets = targets or sources[:1]
     _check_target_names(targets)
@@ -149,14 +152,18 @@ def _check_target_names(targets):
         seen[slug] = target.name
 
 
-def open_source(spec, config: Config) -> Source:
-    """Opens one source with the run's data flags (data dir, manual dirs, NaN handling)."""
+def open_source(spec, config: Config, label_csv: str = "") -> Source:
+    """Opens one dataset with the run's data flags (data dir, manual dirs, NaN handling).
+
+    `label_csv` (`--label_csv`, passed for the source only) replaces its labels.
+    """
     return load_source(
         spec,
         data_dir=config.data_dir,
         manual_dir=config.manual_dir,
         manual_dirs=config.manual_dir_map(),
         nan_to_num=config.nan_to_num,
+        label_csv=label_csv,
     )
 
 
