@@ -69,8 +69,9 @@ def run(config, strategy):
         from midg_keras.data.pipeline import open_source
         from midg_keras.data.sources import parse_sources
 
-        specs = parse_sources(config.source, "source") + parse_sources(config.target, "target")
-        for spec in specs:
+        for spec in parse_sources(config.source, "source"):
+            print(describe_source(open_source(spec, config, label_csv=config.label_csv)))
+        for spec in parse_sources(config.target, "target"):
             print(describe_source(open_source(spec, config)))
         return
     if config.mode in ("train", "evaluate"):

@@ -74,7 +74,15 @@ class Config:
     )
     target: str = _field(
         "",
-        "Test data (an unseen domain) in the same syntax; empty = the source's own test split.",
+        "Test data: comma-separated unseen domains in the --source syntax, each scored once "
+        "with the model selected on the source (the first one is metrics.json's `test` and "
+        "export's label scale); empty = the first source's own test split.",
+    )
+    label_csv: str = _field(
+        "",
+        "An MMSA label.csv whose labels (and transcripts) replace those of the --source "
+        "pickle, joined by clip id; rows with mode `none` (in no standard fold, e.g. 399 of "
+        "MOSEI's) are skipped. Needs one pickle: --source; targets keep their own labels.",
     )
     data_dir: str = _field("", "TFDS data_dir (default: TFDS' own, ~/tensorflow_datasets).")
     manual_dir: str = _field(
@@ -325,6 +333,13 @@ class Config:
                     f"with builder one of {', '.join(MANUAL_BUILDERS)}, "
                     "e.g. mosi=/data/MOSI,mosei=/data/MOSEI."
                 )
+        if self.label_csv and (
+            len(self.source.split(",")) != 1 or not self.source.strip().startswith("pickle:")
+        ):
+            raise ConfigError(
+                f"--label_csv joins one label.csv to one feature file: give one "
+                f"--source=pickle:PATH (got {self.source!r})."
+            )
         if self.domain_labels == "source" and len(self.source.split(",")) < 2:
             raise ConfigError(
                 "--domain_labels=source needs several comma-separated --source datasets."

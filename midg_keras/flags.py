@@ -15,7 +15,7 @@ _DEFINE_BY_TYPE = {
 
 # Input paths given in a flagfile are resolved from the flagfile's own directory
 # (docs/design.md §7); outputs (--workdir, --export_dir) stay relative to the current directory.
-PATH_FLAGS = frozenset({"data_dir", "manual_dir", "manual_dirs", "source", "target"})
+PATH_FLAGS = frozenset({"data_dir", "manual_dir", "manual_dirs", "source", "target", "label_csv"})
 SOURCE_FLAGS = frozenset({"source", "target"})
 
 

@@ -32,6 +32,12 @@ def test_bad_values_are_rejected(changes, message):
 def test_json_round_trip_and_lists():
     config = Config(seeds="1, 2,3", baselines="erm,midg", modalities="t,v")
     assert Config.from_json(config.to_json()) == config
+    data_flags = Config(
+        source="pickle:/d/mosi.pkl",
+        target="pickle:/d/mosi.pkl,mosei/unaligned_50,sims",
+        label_csv="/d/label.csv",
+    )
+    assert Config.from_json(data_flags.to_json()) == data_flags
     assert config.seed_list() == [1, 2, 3]
     assert config.model_list() == ["midg", "erm"]
     assert config.modality_list() == ["t", "v"]

@@ -121,3 +121,25 @@ def test_nothing_after_double_dash_is_expanded(tmp_path):
 def test_flagfile_error_is_an_absl_flags_error():
     # absl's app.run reports flags.Error as one line instead of a traceback.
     assert issubclass(FlagfileError, flags.Error)
+
+
+def test_train_py_resolves_label_csv_and_several_targets_from_the_flagfile(tmp_path):
+    from midg_keras import flags as midg_flags
+
+    _write(
+        tmp_path / "configs/run.flags",
+        "--source=pickle:data/mosi.pkl",
+        "--label_csv=data/label.csv",
+        "--target=pickle:data/mosi.pkl,mosei/unaligned_50,pickle:../sims.pkl@sims",
+    )
+    expanded = expand_flagfiles(
+        [f"--flagfile={tmp_path / 'configs/run.flags'}"],
+        path_flags=midg_flags.PATH_FLAGS,
+        source_flags=midg_flags.SOURCE_FLAGS,
+    )
+    data = tmp_path / "configs/data"
+    assert expanded == [
+        f"--source=pickle:{data / 'mosi.pkl'}",
+        f"--label_csv={data / 'label.csv'}",
+        f"--target=pickle:{data / 'mosi.pkl'},mosei/unaligned_50,pickle:{tmp_path / 'sims.pkl'}@sims",
+    ]

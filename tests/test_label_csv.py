@@ -5,11 +5,14 @@ import csv
 import numpy as np
 import pytest
 
+from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
 from midg_keras.data.label_csv import join_label_csv, read_label_csv
 from midg_keras.data.mmsa import load_mmsa_pickle
+from midg_keras.data.pipeline import prepare_data
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 from tests.real_data import real_data_file
+from tests.test_cli import run_cli
 
 MOSI_CSV = "mosi/mosi_label_mmsa_format_DERIVED.csv"
 SIMS_CSV = "simsv2/simsv2s_labels_DERIVED.csv"
@@ -340,3 +343,47 @@ def test_join_reports_ids_in_only_one_of_features_and_csv(tmp_path):
     assert "'extraVideo$_$9'" in message and "allow_extra_rows=True" in message
     joined = join_label_csv({"test": splits["test"]}, path, allow_extra_rows=True)
     assert joined["test"].ids == splits["test"].ids
+
+
+# ---------------------------------------------------------------- --label_csv
+
+
+def test_label_csv_flag_replaces_the_source_labels_in_the_pipeline(tmp_path):
+    raw = make_fake_mmsa("mosi_unaligned", sizes=(6, 3, 3))
+    pickle_path = write_pickle(raw, tmp_path / "f.pkl")
+    rows = _rows_of(raw, label=lambda y: -y)
+    rows.append({"video_id": "noFold", "clip_id": "1", "label": "0.4", "mode": "none"})
+    csv_path = _write_csv(tmp_path / "label.csv", rows)
+    config = Config(source=f"pickle:{pickle_path}", label_csv=csv_path, batch_size=2).validate()
+    data = prepare_data(config)
+    labels = np.concatenate([label.numpy() for _, label in data.validation])
+    expected = -np.round(raw["valid"]["regression_labels"], 1) / 3.0  # the common scale
+    np.testing.assert_allclose(labels, expected, atol=1e-6)
+    # Targets keep their own labels: the in-domain test split is the csv's, as a source split.
+    labels = np.concatenate([batch[1].numpy() for batch in data.test])
+    np.testing.assert_allclose(
+        labels, -np.round(raw["test"]["regression_labels"], 1) / 3.0, atol=1e-6
+    )
+
+
+def test_label_csv_needs_one_pickle_source():
+    with pytest.raises(ConfigError, match="--label_csv"):
+        Config(source="synthetic/domain_a", label_csv="label.csv").validate()
+    with pytest.raises(ConfigError, match="--label_csv"):
+        Config(source="pickle:a.pkl,pickle:b.pkl", label_csv="label.csv").validate()
+
+
+def test_bad_label_csv_exits_2_with_one_line_naming_the_file(tmp_path):
+    raw = make_fake_mmsa("mosi_unaligned", sizes=(6, 3, 3))
+    pickle_path = write_pickle(raw, tmp_path / "f.pkl")
+    rows = [row for row in _rows_of(raw) if row["mode"] != "valid"]  # no validation ids
+    csv_path = _write_csv(tmp_path / "label.csv", rows)
+    result = run_cli("--mode=inspect", f"--source=pickle:{pickle_path}", f"--label_csv={csv_path}")
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert (
+        f"{csv_path}: split 'validation', key 'id': 3 feature ids are not in the csv"
+        in (error_lines[0])
+    )
+    assert "Traceback" not in result.stderr

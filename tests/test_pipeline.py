@@ -5,7 +5,7 @@ import pytest
 
 from midg_keras.config import Config
 from midg_keras.data.errors import DataError
-from midg_keras.data.pipeline import prepare_data
+from midg_keras.data.pipeline import prepare_data, target_slug
 from midg_keras.data.sources import load_source
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
@@ -89,3 +89,18 @@ def test_several_sources_are_indexed(tmp_path):
     inputs, _ = next(iter(data.train))
     assert sorted(set(inputs["source_index"].numpy().tolist())) == [0, 1]
     assert inputs["text"].shape[0] == 16
+
+
+def test_several_targets_get_a_test_split_each_and_distinct_names(tmp_path):
+    source = _pickle(tmp_path, "mosi_unaligned")
+    sims = _pickle(tmp_path, "sims_unaligned", sizes=(8, 4, 6))
+    config = Config(source=f"pickle:{source}", target=f"pickle:{sims}@sims,pickle:{source}")
+    with pytest.raises(DataError, match="--harmonize=pad"):
+        prepare_data(config)  # every target's dims are checked against the source
+    data = prepare_data(config.replace(harmonize="pad"))
+    assert [t.family for t in data.targets] == ["sims", "mosi"]
+    assert data.target is data.targets[0] and data.test is data.tests[0]
+    assert [sum(int(b[1].shape[0]) for b in test) for test in data.tests] == [6, 4]
+    assert target_slug(f"pickle:{sims}@sims").endswith("_sims_unaligned_pkl_sims")
+    with pytest.raises(DataError, match="give each target once"):
+        prepare_data(config.replace(target=f"pickle:{source},pickle:{source}"))

@@ -81,6 +81,35 @@ def test_sims_target_uses_sims_columns_and_full_table_lists_every_key():
     assert full.splitlines()[2] == "| Model | " + " | ".join(metrics.SIMS_KEYS) + " |"
 
 
+def test_targets_table_has_one_column_group_per_target_in_its_family():
+    sims = metrics.sims_metrics([0.3, -0.2, 0.9, 0.0], [0.4, -0.6, 0.8, 0.2])
+    seeds = [
+        {"mosei": _mosi_result(0.80, 0.79, 0.70, 0.5), "sims": sims},
+        {"mosei": _mosi_result(0.82, 0.81, 0.72, 0.6), "sims": sims},
+    ]
+    rows = {"MIDG": seeds, "ERM": seeds}
+    table = report.targets_markdown(
+        rows, {"mosei": "mosei", "sims": "sims"}, source="mosi", seeds=[1, 2]
+    )
+    lines = table.splitlines()
+    assert (
+        "trained on mosi" in lines[0] and "sims: SIMS-family metrics, ACC = Mult_acc_2" in lines[0]
+    )
+    assert lines[2] == (
+        "| Model | mosei ACC | mosei F1 | mosei MAE | mosei Corr "
+        "| sims ACC | sims F1 | sims MAE | sims Corr |"
+    )
+    assert lines[4].startswith("| MIDG | 81.00 ± 1.00 | 80.00 ± 1.00 | 0.7100 ± 0.0100 |")
+    assert "| 0.550 ± 0.050 | 75.00 ± 0.00 |" in lines[4]  # sims ACC after mosei Corr
+    assert len(lines[4].split(" | ")) == 9 and lines[5].startswith("| ERM |")
+    one = report.targets_markdown(
+        {"MIDG": [{"sims": sims}]}, {"sims": "sims"}, source="mosi", seeds=[1]
+    )
+    assert one == report.results_markdown(
+        {"MIDG": sims}, "sims", source="mosi", target="sims", seeds=[1]
+    )
+
+
 def test_table_rejects_wrong_family_and_seed_count():
     sims_result = metrics.sims_metrics([0.3, -0.2], [0.4, -0.6])
     with pytest.raises(ValueError, match="not of the 'mosi' family"):

@@ -109,6 +109,7 @@ def test_run_config_records_resolved_sources_and_families(tmp_path):
     assert values["data_sources"] == {
         "source": [{"spec": f"pickle:{path}@sims", "label_family": "sims"}],
         "target": {"spec": f"pickle:{path}", "label_family": "mosi"},
+        "targets": [{"spec": f"pickle:{path}", "label_family": "mosi"}],
     }
     assert Config.from_json(json.dumps(values)) == config
 

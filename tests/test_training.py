@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from midg_keras.config import Config
+from midg_keras.data.pipeline import target_slug
 from midg_keras.metrics import MOSI_KEYS, SIMS_KEYS
 from midg_keras.training import experiment
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
@@ -60,7 +61,8 @@ def test_run_writes_every_output(dg_run):
 def test_dg_metrics_use_each_sides_family_and_native_scale(dg_run):
     config, results = dg_run
     metrics = json.load(open(os.path.join(config.workdir, "metrics.json")))
-    assert set(metrics) == {"valid", "test"}
+    assert set(metrics) == {"valid", "test", "test_by_target"}
+    assert metrics["test_by_target"] == {config.target: metrics["test"]}
     assert set(metrics["valid"]) == set(MOSI_KEYS)  # source validation: MOSI family
     assert set(metrics["test"]) == set(SIMS_KEYS)  # target test: SIMS family
     assert results["midg"][0] == metrics
@@ -71,6 +73,45 @@ def test_dg_metrics_use_each_sides_family_and_native_scale(dg_run):
     np.testing.assert_allclose(
         [float(r["label"]) for r in rows], raw["regression_labels"], rtol=1e-6
     )
+
+
+@pytest.fixture(scope="module")
+def two_target_run(dg_run, tmp_path_factory):
+    """dg_run's MIDG, tested on its SIMS-like target and on a MOSEI-like one too."""
+    config, _ = dg_run
+    mosei = _pickle(tmp_path_factory.mktemp("mosei"), "mosei_unaligned")
+    two = config.replace(
+        target=f"{config.target},pickle:{mosei}@mosei",
+        baselines="",
+        workdir=config.workdir + "_two_targets",
+    ).validate()
+    return two, experiment.run(two, log=lambda _: None)
+
+
+def test_several_targets_score_the_one_source_selected_model(dg_run, two_target_run):
+    config, results = two_target_run
+    first, second = config.target.split(",")
+    metrics = json.load(open(os.path.join(config.workdir, "metrics.json")))
+    assert results["midg"][0] == metrics
+    assert list(metrics["test_by_target"]) == [first, second]
+    assert set(metrics["test_by_target"][second]) == set(MOSI_KEYS)  # MOSEI family
+    assert metrics["test"] == metrics["test_by_target"][first]
+    # Selection never sees a target: the model and its scores equal the one-target run's.
+    one_target = dg_run[1]["midg"][0]
+    assert metrics["valid"] == pytest.approx(one_target["valid"], abs=1e-6)
+    assert metrics["test"] == pytest.approx(one_target["test"], abs=1e-6)
+    predictions = os.path.join(config.workdir, "predictions")
+    slugs = [target_slug(name) for name in (first, second)]
+    assert sorted(os.listdir(predictions)) == sorted(
+        ["test.csv"] + [f"test_{s}.csv" for s in slugs]
+    )
+    with (
+        open(os.path.join(predictions, "test.csv")) as f,
+        open(os.path.join(predictions, f"test_{slugs[0]}.csv")) as g,
+    ):
+        assert f.read() == g.read()
+    header = open(os.path.join(config.workdir, "results.md")).read().splitlines()[2]
+    assert f"| {first} ACC |" in header and f"| {second} Corr |" in header
 
 
 def test_evaluate_reproduces_metrics(dg_run):
@@ -97,6 +138,8 @@ def test_several_seeds_get_their_own_folders_and_mean_std(tmp_path):
     assert summary["seeds"] == [1, 2]
     assert summary["test"]["MAE"] == pytest.approx(np.mean(mae))
     assert summary["test_std"]["MAE"] == pytest.approx(np.std(mae))
+    assert summary["test_by_target"] == {config.source: summary["test"]}
+    assert summary["test_by_target_std"] == {config.source: summary["test_std"]}
 
 
 class _FakeReversal:

@@ -10,13 +10,14 @@ docs/design.md §3.6).
 import dataclasses
 import json
 import math
+import re
 
 import tensorflow as tf
 
 from midg_keras.config import Config
 from midg_keras.constants import MODALITY_KEYS, MODALITY_LETTERS
 from midg_keras.data.errors import DataError
-from midg_keras.data.sources import Source, SourceSpec, load_source, parse_sources
+from midg_keras.data.sources import Source, load_source, parse_sources
 
 # Examples of TFDS sources smaller than this are cached in memory after the first epoch.
 CACHE_BYTES = 2 << 30
@@ -28,33 +29,45 @@ class PreparedData:
 
     Attributes:
         sources: the training sources (model selection uses their validation splits only).
-        target: the dataset whose test split is reported (a source itself when in-domain).
+        targets: the datasets whose test splits are reported, in `--target` order (the first
+            source when `--target` is empty); a target may be a source itself (in-domain).
         modalities: used modality keys, in `text, audio, vision` order.
         dims: modality key -> feature dim the model takes (the first source's dims).
         strides: modality key -> projection stride of its encoder (docs/design.md §4.1).
         train, validation: batched `(inputs, label)` source splits.
-        test: the target's test split as `(inputs, label, id)` batches.
+        tests: each target's test split as `(inputs, label, id)` batches, in `targets` order.
     """
 
     sources: list[Source]
-    target: Source
+    targets: list[Source]
     modalities: list[str]
     dims: dict[str, int]
     strides: dict[str, int]
     train: tf.data.Dataset
     validation: tf.data.Dataset
-    test: tf.data.Dataset
+    tests: list[tf.data.Dataset]
+
+    @property
+    def target(self) -> Source:
+        """The first target: the one `metrics.json["test"]`, export and serving use."""
+        return self.targets[0]
+
+    @property
+    def test(self) -> tf.data.Dataset:
+        """The first target's test split."""
+        return self.tests[0]
 
     def run_config_json(self, config: Config) -> str:
         """`config.json` of a run: the flags plus each source's resolved spec and label family.
 
-        Export reads the target's label family from here (`data_sources`) instead of
-        re-deriving it from the flags.
+        Export reads the (first) target's label family from here (`data_sources`) instead
+        of re-deriving it from the flags.
         """
         values = json.loads(config.to_json())
         values["data_sources"] = {
             "source": [_describe(source) for source in self.sources],
             "target": _describe(self.target),
+            "targets": [_describe(target) for target in self.targets],
         }
         return json.dumps(values, indent=2, sort_keys=True)
 
@@ -63,18 +76,24 @@ def _describe(source: Source) -> dict:
     return {"spec": str(source.spec), "label_family": source.family}
 
 
+def target_slug(name: str) -> str:
+    """A file-name part for a target (`mosei/unaligned_50` -> `mosei_unaligned_50`)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
 def prepare_data(config: Config) -> PreparedData:
-    """Opens the configured sources/target, checks them against each other, batches them."""
+    """Opens the configured sources/targets, checks them against each other, batches them."""
     modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
     modalities = [key for key in MODALITY_KEYS if key in modalities]
-    sources = [open_source(spec, config) for spec in parse_sources(config.source, "source")]
-    target = (
-        open_source(SourceSpec.parse(config.target, "target"), config)
-        if config.target.strip()
-        else sources[0]
-    )
+    sources = [
+        open_source(spec, config, label_csv=config.label_csv)
+        for spec in parse_sources(config.source, "source")
+    ]
+    targets = [open_source(spec, config) for spec in parse_sources(config.target, "target")]
+    targets = targets or sources[:1]
+    _check_target_names(targets)
     dims = {key: sources[0].dims[key] for key in modalities}
-    for other in sources[1:] + ([target] if target is not sources[0] else []):
+    for other in sources[1:] + [target for target in targets if target is not sources[0]]:
         check_dims(sources[0], other, modalities, config.harmonize)
     strides = resolve_strides(config, sources, modalities)
 
@@ -102,27 +121,49 @@ def prepare_data(config: Config) -> PreparedData:
         seed=config.seed,
     )
     validation = batch(examples("validation", indexed_sources), config.batch_size)
-    test = batch(examples("test", [(0, target)], with_ids=True), config.batch_size)
+    tests = [
+        batch(examples("test", [(0, target)], with_ids=True), config.batch_size)
+        for target in targets
+    ]
     return PreparedData(
         sources=sources,
-        target=target,
+        targets=targets,
         modalities=modalities,
         dims=dims,
         strides=strides,
         train=train,
         validation=validation,
-        test=test,
+        tests=tests,
     )
 
 
-def open_source(spec, config: Config) -> Source:
-    """Opens one source with the run's data flags (data dir, manual dirs, NaN handling)."""
+def _check_target_names(targets):
+    """Targets key metrics and name prediction files: each must be told apart by its slug."""
+    seen = {}
+    for target in targets:
+        slug = target_slug(target.name)
+        if slug in seen:
+            raise DataError(
+                f"--target names {seen[slug]!r} and {target.name!r}, which share the file "
+                f"name part {slug!r}",
+                key="target",
+                fix="give each target once",
+            )
+        seen[slug] = target.name
+
+
+def open_source(spec, config: Config, label_csv: str = "") -> Source:
+    """Opens one dataset with the run's data flags (data dir, manual dirs, NaN handling).
+
+    `label_csv` (`--label_csv`, passed for the source only) replaces its labels.
+    """
     return load_source(
         spec,
         data_dir=config.data_dir,
         manual_dir=config.manual_dir,
         manual_dirs=config.manual_dir_map(),
         nan_to_num=config.nan_to_num,
+        label_csv=label_csv,
     )
 
 

@@ -29,6 +29,9 @@ DEFAULT_PICKLE_FAMILY = "mosi"
 _FAMILY_SUFFIX = re.compile(r"^[A-Za-z0-9_]+$")
 _PICKLE_FIX = "write pickle:PATH@mosi, pickle:PATH@mosei or pickle:PATH@sims"
 
+# label.csv `mode` values of rows in no standard fold, skipped by the `label_csv` join
+# (MMSA's MOSEI label.csv has 399 rows with mode `none`).
+LABEL_CSV_SKIP = ("none",)
 # TFDS builder name -> builder class, filled by `register_builders`.
 _BUILDERS = {}
 
@@ -176,6 +179,7 @@ def load_source(
     manual_dir: str = "",
     manual_dirs: dict[str, str] | None = None,
     nan_to_num=False,
+    label_csv: str = "",
     flag: str = "source",
 ) -> Source:
     """Opens a source; bad strings and bad files raise `DataError`.
@@ -186,25 +190,38 @@ def load_source(
         manual_dir: folder of the MMSA pickles for builders not in `manual_dirs`.
         manual_dirs: builder name -> its own manual dir (MOSI and MOSEI files share names).
         nan_to_num: map NaN/inf features to 0 instead of failing.
+        label_csv: an MMSA label.csv whose labels replace a pickle's (`join_label_csv`;
+            rows with a mode in `LABEL_CSV_SKIP` are skipped); "" keeps the pickle's.
         flag: the flag the string came from, named in errors.
     """
     name = str(spec).strip()
     if not isinstance(spec, SourceSpec):
         spec = SourceSpec.parse(spec, flag)
+    if label_csv and not spec.is_pickle:
+        raise DataError(
+            f"--label_csv needs a pickle source, not {name!r}",
+            file=label_csv,
+            fix="give --source=pickle:PATH of the feature file the label.csv belongs to",
+        )
     if spec.is_pickle:
-        return _load_pickle_source(name, spec, nan_to_num)
+        return _load_pickle_source(name, spec, nan_to_num, label_csv)
     manual_dir = (manual_dirs or {}).get(spec.builder) or manual_dir
     return _load_tfds_source(name, spec, data_dir, manual_dir)
 
 
-def _load_pickle_source(name, spec, nan_to_num):
+def _load_pickle_source(name, spec, nan_to_num, label_csv):
     import tensorflow as tf
 
+    from midg_keras.data.label_csv import join_label_csv
     from midg_keras.data.mmsa import load_mmsa_pickle
 
     arrays = load_mmsa_pickle(
         os.path.expanduser(spec.path), family=spec.family, nan_to_num=nan_to_num
     )
+    if label_csv:
+        arrays = join_label_csv(
+            arrays, os.path.expanduser(label_csv), family=spec.family, skip_modes=LABEL_CSV_SKIP
+        )
     first = arrays["train"]
     dims = {key: int(getattr(first, key).shape[-1]) for key in MODALITY_KEYS}
     unimodal = bool(first.unimodal_labels)

@@ -2,7 +2,8 @@
 
 Layout of `--workdir`: the main model's outputs at the top (in `seed_<n>/` when there are
 several seeds), each baseline's in `baselines/<name>/`, and `results.md` with one row per
-model in the paper's table layout (mean ± std over seeds).
+model and one column group per `--target` in the paper's table layout (mean ± std over
+seeds). Each model is trained and selected once on the source; every target only scores it.
 """
 
 import json
@@ -30,7 +31,7 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
 
     `strategy` is `distribute.create_strategy(config)` (None without `--distribute`).
 
-    Returns {model name: [per-seed {"valid": ..., "test": ...}]}.
+    Returns {model name: [per-seed {"valid": ..., "test": ..., "test_by_target": ...}]}.
     """
     results = {name: [] for name in config.model_list()}
     data = None
@@ -45,7 +46,9 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
                 metrics = trainer.evaluate_workdir(seeded, data, workdir)
             else:
                 metrics = trainer.train(seeded, data, workdir, model_name=name, strategy=strategy)
-            log(f"[{name}] seed {seed} test: " + _headline(metrics["test"], data.target.family))
+            for target in data.targets:
+                scores = metrics["test_by_target"][target.name]
+                log(f"[{name}] seed {seed} test {target.name}: {_headline(scores, target.family)}")
             results[name].append(metrics)
     _write_summary(config, data, results, log)
     return results
@@ -61,15 +64,41 @@ def _write_summary(config, data, results, log):
     if len(seeds) > 1:
         summary = {"seeds": seeds}
         for split in ("valid", "test"):
-            aggregated = report.aggregate_seeds([m[split] for m in main])
-            summary[split] = {k: mean for k, (mean, _) in aggregated.items()}
-            summary[f"{split}_std"] = {k: std for k, (_, std) in aggregated.items()}
+            summary[split], summary[f"{split}_std"] = _mean_std([m[split] for m in main])
+        summary["test_by_target"], summary["test_by_target_std"] = {}, {}
+        for target in data.targets:
+            mean, std = _mean_std([m["test_by_target"][target.name] for m in main])
+            summary["test_by_target"][target.name] = mean
+            summary["test_by_target_std"][target.name] = std
         with open(os.path.join(config.workdir, "metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    rows = {MODEL_TITLES[name]: [m["test"] for m in runs] for name, runs in results.items()}
-    kwargs = dict(source=config.source, target=config.target, seeds=seeds)
-    table = report.results_markdown(rows, data.target.family, **kwargs)
-    full = report.results_markdown(rows, data.target.family, full=True, **kwargs)
+    rows = {
+        MODEL_TITLES[name]: [m["test_by_target"] for m in runs] for name, runs in results.items()
+    }
+    families = {target.name: target.family for target in data.targets}
+    table = report.targets_markdown(rows, families, source=config.source, seeds=seeds)
+    sections = [table]
+    for target in data.targets:
+        full = report.results_markdown(
+            {name: [m[target.name] for m in runs] for name, runs in rows.items()},
+            target.family,
+            source=config.source,
+            target=target.name,
+            seeds=seeds,
+            full=True,
+        )
+        sections.append(
+            f"All MMSA metrics ({target.name} test split):\n\n" + full.split("\n", 2)[2]
+        )
     with open(os.path.join(config.workdir, "results.md"), "w") as f:
-        f.write(table + "\nAll MMSA metrics (target test split):\n\n" + full.split("\n", 2)[2])
+        f.write("\n".join(sections))
     log(table)
+
+
+def _mean_std(results):
+    """({key: mean}, {key: std}) over per-seed metrics dicts."""
+    aggregated = report.aggregate_seeds(results)
+    return (
+        {key: mean for key, (mean, _) in aggregated.items()},
+        {key: std for key, (_, std) in aggregated.items()},
+    )

@@ -17,6 +17,8 @@ import numpy as np
 from midg_keras import metrics as metrics_lib
 
 _PREDICTIONS_HEADER = ("id", "label", "prediction")
+# The paper's metric columns; `metrics.HEADLINE_KEYS` maps them to each family's MMSA keys.
+PAPER_COLUMNS = ("ACC", "F1", "MAE", "Corr")
 
 Predictions = collections.namedtuple("Predictions", ["ids", "labels", "predictions"])
 
@@ -110,13 +112,27 @@ def results_markdown(rows, family, *, source, target="", seeds=None, full=False)
         | MIDG | 83.97 ± 0.41 | 83.95 ± 0.38 | 0.6869 ± 0.0102 | 0.512 ± 0.008 |
         | ERM | ... |
     """
-    if not rows:
-        raise ValueError("results_markdown needs at least one row.")
     if full:
         columns = {key: key for key in metrics_lib.metric_keys(family)}
     else:
         columns = metrics_lib.HEADLINE_KEYS[family]
-    per_model = {}
+    cells, num_seeds = _table_cells(rows, family, columns, seeds)
+    lines = [
+        _caption(family, source, target, seeds, num_seeds),
+        "",
+        "| Model | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, row in cells.items():
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _table_cells(rows, family, columns, seeds):
+    """({model name: formatted cells of `columns` (name -> key)}, most seeds of a row)."""
+    if not rows:
+        raise ValueError("results_markdown needs at least one row.")
+    cells, num_seeds = {}, 0
     for name, results in rows.items():
         results = [results] if isinstance(results, dict) else list(results)
         if seeds and len(results) != len(seeds):
@@ -128,18 +144,79 @@ def results_markdown(rows, family, *, source, target="", seeds=None, full=False)
             raise ValueError(
                 f"Row {name!r} lacks {missing}: its metrics are not of the {family!r} family."
             )
-        per_model[name] = (aggregate_seeds(results), len(results))
-    num_seeds = max(count for _, count in per_model.values())
+        aggregated = aggregate_seeds(results)
+        cells[name] = [
+            _format_cell(aggregated[key], key, len(results) > 1) for key in columns.values()
+        ]
+        num_seeds = max(num_seeds, len(results))
+    return cells, num_seeds
+
+
+def targets_markdown(rows, targets, *, source, seeds=None):
+    """The paper's Table 1 layout: one row per model, one column group per target.
+
+    Each group holds ACC, F1, MAE and Corr in its target's own family's keys (SIMS:
+    Mult_acc_2, F1_score), mean ± std over seeds. With one target this is
+    `results_markdown` for it.
+
+    Args:
+        rows: {model name: [per-seed {target name: metrics dict}]}, one table row per
+            model in the mapping's order.
+        targets: {target name: label family}, one column group per target in this order.
+        source: the training data, as given to --source.
+        seeds: the seeds behind each row; every row must have one result per seed.
+
+    Returns:
+        the caption line, a blank line and the table, ending with a newline.
+    """
+    if len(targets) == 1:
+        ((target, family),) = targets.items()
+        return results_markdown(
+            _rows_of_target(rows, target), family, source=source, target=target, seeds=seeds
+        )
+    cells = {name: [] for name in rows}
+    for target, family in targets.items():
+        target_cells, num_seeds = _table_cells(
+            _rows_of_target(rows, target), family, metrics_lib.HEADLINE_KEYS[family], seeds
+        )
+        for name, row in target_cells.items():
+            cells[name].extend(row)
+    columns = [f"{target} {column}" for target in targets for column in PAPER_COLUMNS]
     lines = [
-        _caption(family, source, target, seeds, num_seeds),
+        _targets_caption(targets, source, seeds, num_seeds),
         "",
         "| Model | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for name, (aggregated, count) in per_model.items():
-        cells = [_format_cell(aggregated[key], key, count > 1) for key in columns.values()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, row in cells.items():
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _rows_of_target(rows, target):
+    return {name: [result[target] for result in results] for name, results in rows.items()}
+
+
+def _targets_caption(targets, source, seeds, num_seeds):
+    families = {}
+    for target, family in targets.items():
+        families.setdefault(family, []).append(target)
+    keys = "; ".join(
+        f"{', '.join(names)}: {family.upper()}-family metrics, ACC = "
+        f"{metrics_lib.HEADLINE_KEYS[family]['ACC']}, F1 = {metrics_lib.HEADLINE_KEYS[family]['F1']}"
+        for family, names in families.items()
+    )
+    if seeds:
+        seed_text = f"seeds {', '.join(str(s) for s in seeds)}"
+    else:
+        seed_text = f"{num_seeds} seed{'s' if num_seeds != 1 else ''}"
+    if num_seeds > 1:
+        seed_text += ": mean ± std (population std, ddof=0, as MMSA)"
+    return (
+        f"Table: trained on {source}, model selected on its validation split, tested once on "
+        f"each target (a target equal to the source is in-domain); {keys} (percent); "
+        f"{seed_text}."
+    )
 
 
 def _as_float_vector(values):

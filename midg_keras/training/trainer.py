@@ -2,9 +2,10 @@
 
 One run = one model on one seed in one workdir. It writes `config.json`, `history.csv`,
 TensorBoard logs, the best `model.keras` (lowest source-validation `prediction_loss`),
-`metrics.json` = {"valid": ..., "test": ...} with MMSA's keys, and
-`predictions/test.csv` (`id,label,prediction` on the target's native scale).
-The target test split is only ever scored, never used to select anything.
+`metrics.json` = {"valid": ..., "test": ..., "test_by_target": ...} with MMSA's keys, and
+`predictions/test_<target>.csv` (`id,label,prediction` on the target's native scale; the
+first target's also as `predictions/test.csv`). Target test splits are only ever scored,
+never used to select anything.
 """
 
 import json
@@ -17,7 +18,7 @@ import numpy as np
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
 from midg_keras.constants import MODEL_FILE, SELECTION_METRIC
-from midg_keras.data.pipeline import PreparedData
+from midg_keras.data.pipeline import PreparedData, target_slug
 from midg_keras.models import MIDG, LateFusionBaseline
 from midg_keras.training import distribute, report, runtime
 from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
@@ -151,26 +152,39 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None, str
 
 
 def evaluate(model, data: PreparedData, workdir: str) -> dict:
-    """Scores the source validation and target test splits; writes metrics and predictions."""
+    """Scores the source validation split and every target's test split; writes the results.
+
+    Returns (and writes as `metrics.json`) {"valid": ..., "test": ..., "test_by_target":
+    {target name: ...}}, where "test" is the first target's. Each target's predictions go to
+    `predictions/test_<slug>.csv`, the first target's also to `predictions/test.csv`.
+    """
     source = data.sources[0]
-    results = {}
-    for split_name, dataset, family, scale in (
-        ("valid", data.validation, source.family, source.label_scale),
-        ("test", data.test, data.target.family, data.target.label_scale),
-    ):
-        ids, labels, predictions = predict(model, dataset)
-        labels, predictions = labels * scale, predictions * scale
-        reason = midg_metrics.degenerate_reason(predictions)
-        if reason:
-            raise TrainingError(f"{split_name} predictions of {workdir} are unusable: {reason}.")
-        results[split_name] = midg_metrics.metrics_for_family(family)(predictions, labels)
-        if split_name == "test":
+    results = {"valid": _score(model, data.validation, source, workdir, "valid")[0]}
+    results["test_by_target"] = {}
+    for index, (target, dataset) in enumerate(zip(data.targets, data.tests)):
+        scores, ids, labels, predictions = _score(model, dataset, target, workdir, target.name)
+        results["test_by_target"][target.name] = scores
+        names = [f"test_{target_slug(target.name)}.csv"] + (["test.csv"] if index == 0 else [])
+        for name in names:
             report.write_predictions_csv(
-                os.path.join(workdir, "predictions", "test.csv"), ids, labels, predictions
+                os.path.join(workdir, "predictions", name), ids, labels, predictions
             )
+    results["test"] = results["test_by_target"][data.target.name]
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results
+
+
+def _score(model, dataset, dataset_source, workdir, split_name):
+    """(metrics, ids, labels, predictions) of one split, on its source's native label scale."""
+    ids, labels, predictions = predict(model, dataset)
+    scale = dataset_source.label_scale
+    labels, predictions = labels * scale, predictions * scale
+    reason = midg_metrics.degenerate_reason(predictions)
+    if reason:
+        raise TrainingError(f"{split_name} predictions of {workdir} are unusable: {reason}.")
+    scores = midg_metrics.metrics_for_family(dataset_source.family)(predictions, labels)
+    return scores, ids, labels, predictions
 
 
 def predict(model, dataset):

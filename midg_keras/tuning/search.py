@@ -50,7 +50,7 @@ NOT_WRITTEN = frozenset(
     {"mode", "tuner", "max_trials", "executions_per_trial", "search_space", "workdir"}
 )
 # Flags holding input paths, made absolute in best.flags (it may be used from anywhere).
-PATH_FIELDS = ("data_dir", "manual_dir")
+PATH_FIELDS = ("data_dir", "manual_dir", "label_csv")
 SOURCE_FIELDS = ("source", "target")
 
 

@@ -27,8 +27,8 @@ from midg_keras.config import Config, ConfigError
 # Flags that are not hyper-parameters: data, run control, precision/distribution, outputs.
 NOT_TUNABLE = frozenset(
     {
-        "mode", "source", "target", "data_dir", "manual_dir", "nan_to_num", "harmonize",
-        "model", "baselines", "epochs", "patience", "seed", "seeds", "deterministic",
+        "mode", "source", "target", "label_csv", "data_dir", "manual_dir", "nan_to_num",
+        "harmonize", "model", "baselines", "epochs", "patience", "seed", "seeds", "deterministic",
         "mixed_precision", "distribute", "shuffle_buffer", "steps_per_epoch", "verbose",
         "workdir", "export_dir", "export_version", "tuner", "max_trials",
         "executions_per_trial", "search_space",
