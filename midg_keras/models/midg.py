@@ -126,7 +126,7 @@ class MIDG(SentimentModel):
         alpha=1.0,
         beta=1.0,
         gamma=0.1,
-        adv_weight=0.1,
+        adv_weight=0.0,
         consistency_weight=0.0,
         consistency="pairwise",
         inference_path="out",

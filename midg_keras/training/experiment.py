@@ -14,7 +14,11 @@ from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.training import report, runtime, trainer
 
-MODEL_TITLES = {"midg": "MIDG", "erm": "ERM (late fusion)"}
+MODEL_TITLES = {
+    "midg": "MIDG",
+    "erm": "ERM (late fusion)",
+    "erm_shift": "ERM + same perturbation",
+}
 
 
 def run_workdir(config: Config, model_name: str, seed: int) -> str:
