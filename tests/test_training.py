@@ -12,7 +12,11 @@ from midg_keras.config import Config
 from midg_keras.data.pipeline import target_slug
 from midg_keras.metrics import MOSI_KEYS, SIMS_KEYS
 from midg_keras.training import experiment
-from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
+from midg_keras.training.callbacks import (
+    GradientReversalSchedule,
+    StopOnNonFiniteLoss,
+    ValidationMetrics,
+)
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, batch_size=8, epochs=2, verbose=0)
@@ -54,6 +58,11 @@ def test_run_writes_every_output(dg_run):
         header = next(csv.reader(f))
     for term in ("in_loss", "out_loss", "domain_loss", "decoupling_loss", "val_prediction_loss"):
         assert term in header
+    # ValidationMetrics runs before CSVLogger: native-scale MOSI-family validation metrics.
+    assert "val_MAE" in header and "val_Non0_acc_2" in header
+    for name in ("curves.png", "test_scatter.png"):
+        path = os.path.join(config.workdir, "plots", name)
+        assert os.path.getsize(path) > 1000, path
     table = open(os.path.join(config.workdir, "results.md")).read()
     assert "| MIDG |" in table and "| ERM (late fusion) |" in table
 
@@ -140,6 +149,27 @@ def test_several_seeds_get_their_own_folders_and_mean_std(tmp_path):
     assert summary["test_std"]["MAE"] == pytest.approx(np.std(mae))
     assert summary["test_by_target"] == {config.source: summary["test"]}
     assert summary["test_by_target_std"] == {config.source: summary["test_std"]}
+
+
+def test_validation_metrics_use_the_native_scale_and_the_familys_accuracy():
+    class HalfTheLabel:  # predicts label / 2 on the common scale
+        def __call__(self, inputs, training=False):
+            return {"prediction": inputs["label"] / 2}
+
+    labels = np.array([[0.5, -0.5], [1.0, -0.25]], np.float32)  # SIMS: scale 1
+    batches = [({"label": row}, row) for row in labels]
+    callback = ValidationMetrics(batches, family="sims", label_scale=1.0)
+    callback.set_model(HalfTheLabel())
+    logs = {"val_loss": 0.1}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_MAE"] == pytest.approx(np.abs(labels / 2).mean(), abs=1e-4)
+    assert logs["val_Mult_acc_2"] == 1.0 and logs["val_loss"] == 0.1
+    mosi = ValidationMetrics(batches, family="mosi", label_scale=3.0)
+    mosi.set_model(HalfTheLabel())
+    logs = {}
+    mosi.on_epoch_end(0, logs)
+    assert logs["val_MAE"] == pytest.approx(3 * np.abs(labels / 2).mean(), abs=1e-4)
+    assert set(logs) == {"val_MAE", "val_Non0_acc_2"}
 
 
 class _FakeReversal:

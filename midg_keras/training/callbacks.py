@@ -1,9 +1,11 @@
-"""Callbacks of a MIDG run: the gradient-reversal schedule and a loud stop on NaN."""
+"""Callbacks of a MIDG run: the gradient-reversal schedule, validation metrics, NaN stop."""
 
 import math
 
 import keras
 import numpy as np
+
+from midg_keras import metrics as midg_metrics
 
 
 class GradientReversalSchedule(keras.callbacks.Callback):
@@ -69,3 +71,43 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "lower --learning_rate, keep --clipnorm > 0, check the data with --mode=inspect, "
                 "or use --mixed_precision=float32."
             )
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds the source validation MAE and binary accuracy, on the native label scale, to logs.
+
+    Keras' own validation reports the losses on the common scale only; this predicts the
+    validation split at each epoch end and writes `val_MAE` and `val_<ACC key>`
+    (`val_Non0_acc_2`, SIMS family: `val_Mult_acc_2`) into the epoch's logs. Keras hands
+    every callback the same logs dict, so `CSVLogger` and `TensorBoard` placed after this
+    one record them. Non-finite predictions give nan (the NaN stop reports the cause).
+
+    Args:
+        validation_data: batched `(inputs, label)` validation split, labels on the
+            common scale.
+        family: the label family of the metrics (the first source's).
+        label_scale: native labels are the common-scale ones times this.
+    """
+
+    def __init__(self, validation_data, family, label_scale):
+        super().__init__()
+        self.validation_data = validation_data
+        self.family = family
+        self.label_scale = float(label_scale)
+        self.accuracy_key = midg_metrics.HEADLINE_KEYS[family]["ACC"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        labels, predictions = [], []
+        for inputs, label in self.validation_data:
+            outputs = self.model(inputs, training=False)
+            predictions.append(keras.ops.convert_to_numpy(outputs["prediction"]).reshape(-1))
+            labels.append(np.asarray(label).reshape(-1))
+        labels = np.concatenate(labels) * self.label_scale
+        predictions = np.concatenate(predictions) * self.label_scale
+        scores = {"MAE": math.nan, self.accuracy_key: math.nan}
+        if np.isfinite(predictions).all():
+            scores = midg_metrics.metrics_for_family(self.family)(predictions, labels)
+        for key in ("MAE", self.accuracy_key):
+            logs[f"val_{key}"] = float(scores[key])

@@ -11,6 +11,7 @@ never used to select anything.
 import json
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -20,8 +21,12 @@ from midg_keras.config import Config
 from midg_keras.constants import MODEL_FILE, SELECTION_METRIC
 from midg_keras.data.pipeline import PreparedData, target_slug
 from midg_keras.models import MIDG, LateFusionBaseline
-from midg_keras.training import distribute, report, runtime
-from midg_keras.training.callbacks import GradientReversalSchedule, StopOnNonFiniteLoss
+from midg_keras.training import distribute, plots, report, runtime
+from midg_keras.training.callbacks import (
+    GradientReversalSchedule,
+    StopOnNonFiniteLoss,
+    ValidationMetrics,
+)
 from midg_keras.training.resume import ResumableBackup, ResumableEarlyStopping, resume_state
 
 
@@ -136,6 +141,7 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None, str
             save_best_only=True,
             initial_value_threshold=resume.best if resume.epoch else None,
         ),
+        ValidationMetrics(data.validation, data.sources[0].family, data.sources[0].label_scale),
         keras.callbacks.CSVLogger(history_path, append=resume.epoch > 0),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
         ResumableBackup(backup_dir, resume),
@@ -156,22 +162,24 @@ def evaluate(model, data: PreparedData, workdir: str) -> dict:
 
     Returns (and writes as `metrics.json`) {"valid": ..., "test": ..., "test_by_target":
     {target name: ...}}, where "test" is the first target's. Each target's predictions go to
-    `predictions/test_<slug>.csv`, the first target's also to `predictions/test.csv`.
+    `predictions/test_<slug>.csv`, the first target's also to `predictions/test.csv`; the
+    training curves and predicted-vs-true scatter to `plots/` (`plots.write_run_plots`).
     """
     source = data.sources[0]
     results = {"valid": _score(model, data.validation, source, workdir, "valid")[0]}
-    results["test_by_target"] = {}
-    for index, (target, dataset) in enumerate(zip(data.targets, data.tests)):
+    results["test_by_target"], prediction_files = {}, {}
+    folder = os.path.join(workdir, "predictions")
+    for target, dataset in zip(data.targets, data.tests):
         scores, ids, labels, predictions = _score(model, dataset, target, workdir, target.name)
         results["test_by_target"][target.name] = scores
-        names = [f"test_{target_slug(target.name)}.csv"] + (["test.csv"] if index == 0 else [])
-        for name in names:
-            report.write_predictions_csv(
-                os.path.join(workdir, "predictions", name), ids, labels, predictions
-            )
+        path = os.path.join(folder, f"test_{target_slug(target.name)}.csv")
+        report.write_predictions_csv(path, ids, labels, predictions)
+        prediction_files[target.name] = path
+    shutil.copyfile(prediction_files[data.target.name], os.path.join(folder, "test.csv"))
     results["test"] = results["test_by_target"][data.target.name]
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2)
+    plots.write_run_plots(workdir, prediction_files)
     return results
 
 
