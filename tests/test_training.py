@@ -121,6 +121,10 @@ def test_several_targets_score_the_one_source_selected_model(dg_run, two_target_
         assert f.read() == g.read()
     header = open(os.path.join(config.workdir, "results.md")).read().splitlines()[2]
     assert f"| {first} ACC |" in header and f"| {second} Corr |" in header
+    again = experiment.run(config.replace(mode="evaluate"), evaluate_only=True, log=lambda _: None)
+    for name in (first, second):  # --mode=evaluate re-scores every target
+        rescored = again["midg"][0]["test_by_target"][name]
+        assert rescored == pytest.approx(metrics["test_by_target"][name], abs=1e-6)
 
 
 def test_evaluate_reproduces_metrics(dg_run):

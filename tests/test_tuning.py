@@ -170,6 +170,25 @@ def test_flagfile_round_trips_every_flag_from_any_directory(tmp_path, monkeypatc
     assert open(path).read().startswith("# a comment\n")
 
 
+def test_flagfile_round_trips_label_csv_and_several_targets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Config(
+        source="pickle:data/a.pkl",
+        label_csv="data/label.csv",
+        target="pickle:data/a.pkl,mosei/unaligned_50,pickle:/data/s.pkl@sims",
+        workdir=str(tmp_path / "best"),
+    ).validate()
+    path = tmp_path / "out" / "best.flags"
+    path.parent.mkdir()
+    write_flagfile(str(path), config)
+    monkeypatch.chdir(REPO)
+    assert _parse_like_train_py(str(path)) == config.replace(
+        source=f"pickle:{tmp_path}/data/a.pkl",
+        label_csv=f"{tmp_path}/data/label.csv",
+        target=f"pickle:{tmp_path}/data/a.pkl,mosei/unaligned_50,pickle:/data/s.pkl@sims",
+    )
+
+
 # --- the real search: kill, resume, best flagfile ----------------------------------------
 
 

@@ -120,7 +120,7 @@ def fit(model, config: Config, data: PreparedData, callbacks=(), skip_epochs=0, 
 
 
 def train(config: Config, data: PreparedData, workdir: str, model_name=None, strategy=None) -> dict:
-    """Fits one model with seed `config.seed`; returns {"valid": ..., "test": ...} metrics.
+    """Fits one model with seed `config.seed`; returns `evaluate`'s metrics of the best epoch.
 
     `strategy` is `distribute.create_strategy(config)` (None without `--distribute`).
     """
