@@ -6,7 +6,7 @@ import inspect
 import pytest
 
 from midg_keras.config import GROUPS, Config, ConfigError, field_group, group_fields
-from midg_keras.models import MIDG, LateFusionBaseline
+from midg_keras.models import MIDG, LateFusionBaseline, SentimentModel
 
 
 @pytest.mark.parametrize(
@@ -66,9 +66,9 @@ def test_every_field_has_a_group_and_groups_are_contiguous():
 def test_model_hyperparameters_are_model_flags_and_constructor_arguments(model_class):
     model_flags = set(group_fields("model"))
     assert set(model_class.HYPERPARAMETERS) <= model_flags
-    arguments = inspect.signature(model_class.__init__).parameters
-    if model_class is MIDG:
-        assert set(model_class.HYPERPARAMETERS) <= set(arguments)
+    arguments = set(inspect.signature(model_class.__init__).parameters)
+    arguments |= set(inspect.signature(SentimentModel.__init__).parameters)
+    assert set(model_class.HYPERPARAMETERS) <= arguments
     model = model_class(input_dims={"text": 4}, strides={"text": 1})
     config = model.get_config()
     assert all(config[name] == getattr(Config(), name) for name in model_class.HYPERPARAMETERS)

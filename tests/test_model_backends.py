@@ -37,8 +37,9 @@ folder = sys.argv[1]
 arrays = dict(np.load(os.path.join(folder, "batch.npz")))
 label = arrays.pop("label")
 model = MIDG(**json.load(open(os.path.join(folder, "model.json"))))
-# Built by a symbolic call on the batch's shapes: no eager op-by-op pass to wait for.
-model({k: keras.KerasTensor(v.shape, dtype=str(v.dtype)) for k, v in arrays.items()})
+# Built by a symbolic call on the batch's shapes: no eager op-by-op pass to wait for. In
+# training mode, so the layers of the simulated out-of-domain stream are built too.
+model({k: keras.KerasTensor(v.shape, dtype=str(v.dtype)) for k, v in arrays.items()}, training=True)
 model.load_weights(os.path.join(folder, "tf.weights.h5"))
 if keras.backend.backend() == "jax":  # jitted: also shows the forward pass traces in JAX
     import jax
@@ -76,7 +77,8 @@ MODEL_ARGS = (
     "input_dims", "strides", "hidden_dim", "encoder_layers", "num_heads", "dropout",
     "num_experts", "router_top_k", "router_aux_weight", "decouple", "club_weight", "use_moie",
     "use_cm_adapter", "use_decoupling", "alpha", "beta", "gamma", "adv_weight", "reg_loss",
-    "inference_path", "num_domains",
+    "inference_path", "num_domains", "consistency_weight", "consistency", "shift_crop",
+    "shift_frame_drop", "shift_channel_drop", "shift_stats",
 )  # fmt: skip
 
 
