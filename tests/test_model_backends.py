@@ -91,6 +91,7 @@ def tf_reference(tmp_path_factory):
     config = Config(
         source=f"pickle:{pickle_path}", hidden_dim=16, num_heads=2, num_experts=2,
         router_top_k=1, batch_size=8, dropout=0.0, shuffle_buffer=0,
+        adv_weight=0.1, consistency_weight=0.5,  # every loss term trains something
     ).validate()  # fmt: skip
     data = prepare_data(config)
     keras.utils.set_random_seed(3)

@@ -128,7 +128,7 @@ class MIDG(SentimentModel):
         gamma=0.1,
         adv_weight=0.0,
         consistency_weight=0.0,
-        consistency="pairwise",
+        consistency="to_shifted",
         inference_path="out",
         num_domains=2,
         **kwargs,
