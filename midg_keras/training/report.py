@@ -117,8 +117,13 @@ def results_markdown(rows, family, *, source, target="", seeds=None, full=False)
     else:
         columns = metrics_lib.HEADLINE_KEYS[family]
     cells, num_seeds = _table_cells(rows, family, columns, seeds)
+    return _table(_caption(family, source, target, seeds, num_seeds), list(columns), cells)
+
+
+def _table(caption, columns, cells):
+    """A caption line, a blank line and a Markdown table: one row per model, numbers right."""
     lines = [
-        _caption(family, source, target, seeds, num_seeds),
+        caption,
         "",
         "| Model | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -182,15 +187,7 @@ def targets_markdown(rows, targets, *, source, seeds=None):
         for name, row in target_cells.items():
             cells[name].extend(row)
     columns = [f"{target} {column}" for target in targets for column in PAPER_COLUMNS]
-    lines = [
-        _targets_caption(targets, source, seeds, num_seeds),
-        "",
-        "| Model | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for name, row in cells.items():
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return _table(_targets_caption(targets, source, seeds, num_seeds), columns, cells)
 
 
 def _rows_of_target(rows, target):
