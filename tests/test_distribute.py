@@ -50,7 +50,9 @@ def compiled(distribute_name):
     config = Config(
         source=source, modalities="t", hidden_dim=16, num_heads=2, num_experts=2, batch_size=8,
         dropout=0.0, use_decoupling=False, clipnorm=0.0, shuffle_buffer=0,
-        distribute=distribute_name,
+        distribute=distribute_name, adv_weight=0.1,
+        # No random draws: each replica would draw its own shift for its half of the batch.
+        shift_crop=0.0, shift_frame_drop=0.0, shift_channel_drop=0.0, shift_stats=0.0,
     ).validate()
     data = prepare_data(config)
     runtime.seed_everything(config)
