@@ -37,6 +37,7 @@ VARIANTS_AFTER = {
     "MIDG + consistency (to_shifted, weight 1)": ["--consistency_weight=1"],
     "MIDG without simulated shift (strengths 0)": NO_SHIFT,
     "MIDG --use_decoupling=false": ["--use_decoupling=false"],
+    "MIDG --use_cm_adapter=false": ["--use_cm_adapter=false"],
 }
 TARGETS = ("synthetic/domain_b", "synthetic/domain_c")
 
