@@ -327,6 +327,12 @@ class Config:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1).")
+        for name in ("shift_crop", "shift_frame_drop", "shift_channel_drop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1) (0 = off).")
+        for name in ("shift_stats", "adv_weight", "consistency_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0 (0 = off).")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
             raise ConfigError("--alpha and --beta must be >= 0 and not both 0.")
         for item in self.manual_dirs.split(","):

@@ -22,6 +22,12 @@ from midg_keras.models import MIDG, LateFusionBaseline, SentimentModel
         ({"epochs": 0}, "--epochs"),
         ({"harmonize": "crop"}, "--harmonize"),
         ({"domain_labels": "source"}, "several"),
+        ({"shift_crop": 1.0}, "--shift_crop"),
+        ({"shift_channel_drop": -0.1}, "--shift_channel_drop"),
+        ({"shift_stats": -1.0}, "--shift_stats"),
+        ({"consistency_weight": -1.0}, "--consistency_weight"),
+        ({"consistency": "l2"}, "--consistency"),
+        ({"decouple": "cross"}, "--decouple"),
     ],
 )
 def test_bad_values_are_rejected(changes, message):
@@ -41,6 +47,36 @@ def test_json_round_trip_and_lists():
     assert config.seed_list() == [1, 2, 3]
     assert config.model_list() == ["midg", "erm"]
     assert config.modality_list() == ["t", "v"]
+
+
+DG_FLAGS = dict(
+    baselines="erm,erm_shift",
+    shift_crop=0.25,
+    shift_frame_drop=0.1,
+    shift_channel_drop=0.3,
+    shift_stats=0.5,
+    adv_weight=0.2,
+    consistency_weight=0.7,
+    consistency="vrex",
+    decouple="cross_kl_recon_club",
+)
+
+
+def test_dg_flags_round_trip_through_absl_flags_and_config_json():
+    from absl import flags as absl_flags
+
+    from midg_keras import flags as midg_flags
+
+    flag_values = absl_flags.FlagValues()
+    midg_flags.define_flags(flag_values)
+    flag_values([
+        "train.py",
+        *(f"--{name}={value}" for name, value in DG_FLAGS.items()),
+    ])  # fmt: skip
+    config = midg_flags.config_from_flags(flag_values)
+    assert {name: getattr(config, name) for name in DG_FLAGS} == DG_FLAGS
+    assert Config.from_json(config.to_json()) == config
+    assert config.model_list() == ["midg", "erm", "erm_shift"]
 
 
 def test_validate_parses_the_list_flags_once():
