@@ -48,6 +48,11 @@ def main():
     parser.add_argument("--features_dir", default="/tmp/real_text")
     parser.add_argument("--seeds", default="1111,1112,1113,1114,1115")
     parser.add_argument("--workdir", default="/tmp/midg_dg")
+    parser.add_argument(
+        "--models",
+        default=",".join(tasks.MODELS),
+        help="models to (re)train; the others are read from an earlier run in --workdir",
+    )
     parser.add_argument("--tasks", default="mosi,mosei", help="sources to train on")
     args = parser.parse_args()
     markdown, payload, groups = [], {}, {}
@@ -67,7 +72,7 @@ def main():
             targets=list(titles),
             seeds=args.seeds,
         )
-        results = tasks.run_task(task, args.workdir)
+        results = tasks.run_task(task, args.workdir, tuple(args.models.split(",")))
         payload[task.name] = results
         groups.update(tasks.accuracy_groups(results, titles))
         markdown.append(

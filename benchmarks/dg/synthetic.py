@@ -29,6 +29,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1111,1112,1113,1114,1115")
     parser.add_argument("--workdir", default="/tmp/midg_dg")
+    parser.add_argument(
+        "--models",
+        default=",".join(tasks.MODELS),
+        help="models to (re)train; the others are read from an earlier run in --workdir",
+    )
     parser.add_argument("--extra", default="", help="flags added to the run (space-separated)")
     args = parser.parse_args()
     task = tasks.Task(
@@ -37,7 +42,7 @@ def main():
         targets=list(TARGETS),
         seeds=args.seeds,
     )
-    results = tasks.run_task(task, args.workdir)
+    results = tasks.run_task(task, args.workdir, tuple(args.models.split(",")))
     results["commit"] = common.git_commit_of(common.REPO)
     text = (
         "# Synthetic DG: domain_a → domain_b (held out), domain_c (development shift)\n\n"

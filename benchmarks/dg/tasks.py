@@ -30,14 +30,18 @@ class Task:
     seeds: str = "1111,1112,1113,1114,1115"
 
 
-def run_task(task: Task, workdir_root: str) -> dict:
-    """Trains MIDG and the two baselines on every seed; returns per-model, per-target metrics."""
+def run_task(task: Task, workdir_root: str, models=MODELS) -> dict:
+    """Trains `models` on every seed; returns per-model, per-target metrics of all three.
+
+    A model not in `models` is read from the workdir of an earlier run of the same task
+    (e.g. after a change that concerns MIDG only, the baselines need no rerun).
+    """
     workdir = os.path.join(workdir_root, task.name)
     os.makedirs(workdir, exist_ok=True)
     args = [
         *task.flags,
-        "--model=midg",
-        "--baselines=erm,erm_shift",
+        f"--model={models[0]}",
+        f"--baselines={','.join(models[1:])}",
         f"--target={','.join(task.targets)}",
         f"--seeds={task.seeds}",
         f"--workdir={workdir}",

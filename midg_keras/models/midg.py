@@ -58,7 +58,8 @@ class MIDG(SentimentModel):
         club_weight: weight of the CLUB bound inside L_DIS.
         use_moie: False replaces the MoIE by a concat + MLP fusion (Table 2).
         use_cm_adapter: False replaces the CM-Adapter by pooled concat + MLP (Table 2).
-        use_decoupling: False sets A_im = A_om = A_m.
+        use_decoupling: True splits each A_m into A_im and A_om (Eqs. 1-3); False (the
+            default, chosen on the development shift) sets A_im = A_om = A_m.
         alpha, beta, gamma: weights of L_in, L_out and L_DIS.
         adv_weight: weight of the discriminator's cross-entropy (clean vs shifted O).
         consistency_weight: weight of the consistency penalty.
@@ -122,7 +123,7 @@ class MIDG(SentimentModel):
         club_weight=1.0,
         use_moie=True,
         use_cm_adapter=True,
-        use_decoupling=True,
+        use_decoupling=False,
         alpha=1.0,
         beta=1.0,
         gamma=0.1,
