@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--extra", default="", help="flags added to every variant")
     parser.add_argument("--variants", default="after", choices=("before", "after"))
     args = parser.parse_args()
+    commit = common.git_commit_of(args.repo)  # the code that runs, not a later one
     rows, payload = [], {"tag": args.tag, "seeds": args.seeds, "variants": {}}
     variants = VARIANTS_BEFORE if args.variants == "before" else VARIANTS_AFTER
     for title, flags in variants.items():
@@ -88,7 +89,6 @@ def main():
             + " | ".join(cells)
             + " |"
         )
-    commit = common.git_commit_of(args.repo)
     text = (
         f"# Diagnostics ({args.tag}): what moves MIDG's served prediction\n\n"
         f"Demo task synthetic/domain_a → domain_b, seeds {args.seeds}, code at commit "

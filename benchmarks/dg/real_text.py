@@ -55,6 +55,7 @@ def main():
     )
     parser.add_argument("--tasks", default="mosi,mosei", help="sources to train on")
     args = parser.parse_args()
+    commit = common.git_commit_of(common.REPO)  # the code that runs, not a later one
     markdown, payload, groups = [], {}, {}
     for source in args.tasks.split(","):
         target = "mosei" if source == "mosi" else "mosi"
@@ -79,7 +80,6 @@ def main():
             f"## Source {source.upper()} (text only), {results['seconds'] / 60:.1f} min\n\n"
             + tasks.task_markdown(results, titles)
         )
-    commit = common.git_commit_of(common.REPO)
     payload["commit"] = commit
     text = (
         "# Real text DG: MOSI ↔ MOSEI (MiniLM-L6 token features of the real transcripts)\n\n"

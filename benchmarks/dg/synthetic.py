@@ -36,6 +36,7 @@ def main():
     )
     parser.add_argument("--extra", default="", help="flags added to the run (space-separated)")
     args = parser.parse_args()
+    commit = common.git_commit_of(common.REPO)  # the code that runs, not a later one
     task = tasks.Task(
         name="synthetic_a_to_bc",
         flags=["--flagfile=configs/synthetic_demo.flags", *args.extra.split()],
@@ -43,7 +44,7 @@ def main():
         seeds=args.seeds,
     )
     results = tasks.run_task(task, args.workdir, tuple(args.models.split(",")))
-    results["commit"] = common.git_commit_of(common.REPO)
+    results["commit"] = commit
     text = (
         "# Synthetic DG: domain_a → domain_b (held out), domain_c (development shift)\n\n"
         f"Command: `python benchmarks/dg/synthetic.py` at commit `{results['commit']}` "
