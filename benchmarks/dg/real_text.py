@@ -51,7 +51,8 @@ def main():
     parser.add_argument(
         "--models",
         default=",".join(tasks.MODELS),
-        help="models to (re)train; the others are read from an earlier run in --workdir",
+        help="models to (re)train; the others are read from an earlier run in --workdir "
+        "(empty: only rebuild the report)",
     )
     parser.add_argument("--tasks", default="mosi,mosei", help="sources to train on")
     args = parser.parse_args()
@@ -73,7 +74,7 @@ def main():
             targets=list(titles),
             seeds=args.seeds,
         )
-        results = tasks.run_task(task, args.workdir, tuple(args.models.split(",")))
+        results = tasks.run_task(task, args.workdir, tuple(m for m in args.models.split(",") if m))
         payload[task.name] = results
         groups.update(tasks.accuracy_groups(results, titles))
         markdown.append(

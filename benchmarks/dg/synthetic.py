@@ -32,7 +32,8 @@ def main():
     parser.add_argument(
         "--models",
         default=",".join(tasks.MODELS),
-        help="models to (re)train; the others are read from an earlier run in --workdir",
+        help="models to (re)train; the others are read from an earlier run in --workdir "
+        "(empty: only rebuild the report)",
     )
     parser.add_argument("--extra", default="", help="flags added to the run (space-separated)")
     args = parser.parse_args()
@@ -43,7 +44,7 @@ def main():
         targets=list(TARGETS),
         seeds=args.seeds,
     )
-    results = tasks.run_task(task, args.workdir, tuple(args.models.split(",")))
+    results = tasks.run_task(task, args.workdir, tuple(m for m in args.models.split(",") if m))
     results["commit"] = commit
     text = (
         "# Synthetic DG: domain_a → domain_b (held out), domain_c (development shift)\n\n"

@@ -34,20 +34,22 @@ def run_task(task: Task, workdir_root: str, models=MODELS) -> dict:
     """Trains `models` on every seed; returns per-model, per-target metrics of all three.
 
     A model not in `models` is read from the workdir of an earlier run of the same task
-    (e.g. after a change that concerns MIDG only, the baselines need no rerun).
+    (e.g. after a change that concerns MIDG only, the baselines need no rerun); with no
+    models at all, the report is rebuilt from the workdir.
     """
     workdir = os.path.join(workdir_root, task.name)
     os.makedirs(workdir, exist_ok=True)
     args = [
         *task.flags,
-        f"--model={models[0]}",
+        f"--model={models[0] if models else 'midg'}",
         f"--baselines={','.join(models[1:])}",
         f"--target={','.join(task.targets)}",
         f"--seeds={task.seeds}",
         f"--workdir={workdir}",
         "--verbose=0",
     ]
-    seconds = common.run_train(args, os.path.join(workdir, "train.log"))
+    # No model to train: only (re)write the report of runs already in the workdir.
+    seconds = common.run_train(args, os.path.join(workdir, "train.log")) if models else 0.0
     results = {"task": task.name, "flags": args, "seconds": seconds, "models": {}}
     for model in MODELS:
         per_seed = common.per_seed_metrics(common.model_dir(workdir, model, "midg"))

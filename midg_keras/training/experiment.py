@@ -6,6 +6,7 @@ model and one column group per `--target` in the paper's table layout (mean ± s
 seeds). Each model is trained and selected once on the source; every target only scores it.
 """
 
+import gc
 import json
 import os
 
@@ -42,6 +43,8 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
     for seed in config.seed_list():
         seeded = config.replace(seed=seed)
         runtime.seed_everything(seeded)  # the pipeline's shuffle draws from the global seed too
+        data = None  # the previous seed's arrays go before the next seed's are read
+        gc.collect()
         data = prepare_data(seeded)
         for name in results:
             workdir = run_workdir(config, name, seed)
