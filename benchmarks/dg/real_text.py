@@ -46,14 +46,7 @@ def pickle_source(features_dir, dataset):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features_dir", default="/tmp/real_text")
-    parser.add_argument("--seeds", default="1111,1112,1113,1114,1115")
-    parser.add_argument("--workdir", default="/tmp/midg_dg")
-    parser.add_argument(
-        "--models",
-        default=",".join(tasks.MODELS),
-        help="models to (re)train; the others are read from an earlier run in --workdir "
-        "(empty: only rebuild the report)",
-    )
+    tasks.add_run_arguments(parser)
     parser.add_argument("--tasks", default="mosi,mosei", help="sources to train on")
     args = parser.parse_args()
     commit = common.git_commit_of(common.REPO)  # the code that runs, not a later one
@@ -74,7 +67,7 @@ def main():
             targets=list(titles),
             seeds=args.seeds,
         )
-        results = tasks.run_task(task, args.workdir, tuple(m for m in args.models.split(",") if m))
+        results = tasks.run_task(task, args.workdir, tasks.models_to_train(args))
         payload[task.name] = results
         groups.update(tasks.accuracy_groups(results, titles))
         markdown.append(

@@ -64,6 +64,22 @@ def run_task(task: Task, workdir_root: str, models=MODELS) -> dict:
     return results
 
 
+def add_run_arguments(parser):
+    """The flags every task script shares: seeds, workdir root, which models to (re)train."""
+    parser.add_argument("--seeds", default="1111,1112,1113,1114,1115")
+    parser.add_argument("--workdir", default="/tmp/midg_dg")
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="models to (re)train; the others are read from an earlier run in --workdir "
+        "(empty: only rebuild the report)",
+    )
+
+
+def models_to_train(args) -> tuple:
+    return tuple(m for m in args.models.split(",") if m)
+
+
 def _cell(values, scale):
     mean, std = common.mean_std(values)
     return f"{scale * mean:.2f} ± {scale * std:.2f}" if scale == 100 else f"{mean:.4f} ± {std:.4f}"

@@ -66,17 +66,23 @@ def _format_cell(mean_std, key, several_seeds):
     return f"{_format_number(mean, key)} ± {_format_number(std, key)}"
 
 
+def _seed_text(seeds, num_seeds):
+    """`seeds 1, 2: mean ± std (...)`, or the number of seeds when they are not given."""
+    if seeds:
+        text = f"seeds {', '.join(str(s) for s in seeds)}"
+    else:
+        text = f"{num_seeds} seed{'s' if num_seeds != 1 else ''}"
+    if num_seeds > 1:
+        text += ": mean ± std (population std, ddof=0, as MMSA)"
+    return text
+
+
 def _caption(family, source, target, seeds, num_seeds):
     if target and target != source:
         task = f"{source} → {target} (domain generalization: trained on source, tested on target)"
     else:
         task = f"{source} (in-domain)"
-    if seeds:
-        seed_text = f"seeds {', '.join(str(s) for s in seeds)}"
-    else:
-        seed_text = f"{num_seeds} seed{'s' if num_seeds != 1 else ''}"
-    if num_seeds > 1:
-        seed_text += ": mean ± std (population std, ddof=0, as MMSA)"
+    seed_text = _seed_text(seeds, num_seeds)
     columns = metrics_lib.HEADLINE_KEYS[family]
     return (
         f"Table: {task}; {family.upper()}-family metrics, ACC = {columns['ACC']}, "
@@ -203,12 +209,7 @@ def _targets_caption(targets, source, seeds, num_seeds):
         f"{metrics_lib.HEADLINE_KEYS[family]['ACC']}, F1 = {metrics_lib.HEADLINE_KEYS[family]['F1']}"
         for family, names in families.items()
     )
-    if seeds:
-        seed_text = f"seeds {', '.join(str(s) for s in seeds)}"
-    else:
-        seed_text = f"{num_seeds} seed{'s' if num_seeds != 1 else ''}"
-    if num_seeds > 1:
-        seed_text += ": mean ± std (population std, ddof=0, as MMSA)"
+    seed_text = _seed_text(seeds, num_seeds)
     return (
         f"Table: trained on {source}, model selected on its validation split, tested once on "
         f"each target (a target equal to the source is in-domain); {keys} (percent); "
