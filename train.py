@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 
 # Before TensorFlow is imported: no INFO/WARNING lines from its C++ runtime. Level 2 keeps its
 # errors. `TF_ENABLE_ONEDNN_OPTS` is left alone on purpose: it changes numerics, not logging.
@@ -24,6 +25,8 @@ from midg_keras.flagfile import FlagfileError, expand_flagfiles  # noqa: E402
 
 midg_flags.define_flags()
 FLAGS = flags.FLAGS
+# Our datasets are tf.data pipelines that shuffle themselves; Keras warns on every fit anyway.
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
 
 EXIT_BAD_INPUT = 2
 HELP_FLAGS = ("--helpshort", "--help", "-help", "-?", "-h")
