@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from midg_keras import metrics as midg_metrics
+from midg_keras.training.prediction import predict
 
 
 class GradientReversalSchedule(keras.callbacks.Callback):
@@ -99,13 +100,8 @@ class ValidationMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        labels, predictions = [], []
-        for inputs, label in self.validation_data:
-            outputs = self.model(inputs, training=False)
-            predictions.append(keras.ops.convert_to_numpy(outputs["prediction"]).reshape(-1))
-            labels.append(np.asarray(label).reshape(-1))
-        labels = np.concatenate(labels) * self.label_scale
-        predictions = np.concatenate(predictions) * self.label_scale
+        _, labels, predictions = predict(self.model, self.validation_data)
+        labels, predictions = labels * self.label_scale, predictions * self.label_scale
         scores = {"MAE": math.nan, self.accuracy_key: math.nan}
         if np.isfinite(predictions).all():
             scores = midg_metrics.metrics_for_family(self.family)(predictions, labels)

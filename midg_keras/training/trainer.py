@@ -14,7 +14,6 @@ import os
 import shutil
 
 import keras
-import numpy as np
 
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
@@ -27,6 +26,7 @@ from midg_keras.training.callbacks import (
     StopOnNonFiniteLoss,
     ValidationMetrics,
 )
+from midg_keras.training.prediction import predict
 from midg_keras.training.resume import ResumableBackup, ResumableEarlyStopping, resume_state
 
 
@@ -193,19 +193,6 @@ def _score(model, dataset, dataset_source, workdir, split_name):
         raise TrainingError(f"{split_name} predictions of {workdir} are unusable: {reason}.")
     scores = midg_metrics.metrics_for_family(dataset_source.family)(predictions, labels)
     return scores, ids, labels, predictions
-
-
-def predict(model, dataset):
-    """(ids, labels, predictions) over a batched dataset, in its order, common scale."""
-    ids, labels, predictions = [], [], []
-    for batch in dataset:
-        inputs, label = batch[0], batch[1]
-        outputs = model(inputs, training=False)  # a grad-tracking tensor on PyTorch
-        predictions.append(keras.ops.convert_to_numpy(outputs["prediction"]))
-        labels.append(np.asarray(label))
-        if len(batch) > 2:
-            ids.extend(v.decode() for v in np.asarray(batch[2]))
-    return ids, np.concatenate(labels), np.concatenate(predictions)
 
 
 def evaluate_workdir(config: Config, data: PreparedData, workdir: str) -> dict:
