@@ -69,8 +69,9 @@ def main():
         os.makedirs(workdir, exist_ok=True)
         seconds = common.run_train(run_args, os.path.join(workdir, "train.log"), repo=args.repo)
         per_seed = common.per_seed_metrics(workdir)
-        targets = [t for t in TARGETS if "test_by_target" in next(iter(per_seed.values()))]
-        targets = [t for t in targets if t in next(iter(per_seed.values()))["test_by_target"]]
+        # The first build's runs have one target and no `test_by_target`.
+        scored = next(iter(per_seed.values())).get("test_by_target", {})
+        targets = [t for t in TARGETS if t in scored]
         record = {"flags": flags, "seconds": seconds}
         cells = []
         for target in targets or [None]:
