@@ -15,27 +15,46 @@ import tensorflow as tf
 
 DEFAULT_SIGNATURE = "serving_default"
 
-# gRPC status names -> the HTTP status TF Serving's REST API answers with.
+# gRPC status names -> the HTTP status TF Serving's REST API answers with
+# (`ToHTTPStatusCode` in tensorflow_serving/model_servers/http_server.cc).
 HTTP_STATUS = {
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
     "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
+    "DEADLINE_EXCEEDED": 504,
     "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
     "UNIMPLEMENTED": 501,
     "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
 }
+# TensorFlow's error codes (the same numbers as gRPC's) -> status names.
+_STATUS_NAMES = {getattr(tf.errors, name): name for name in HTTP_STATUS}
 
 
 class ServingError(Exception):
-    """A failed request: `code` is the gRPC status name, `message` TF Serving's text."""
+    """A failed request: `code` is the gRPC status name, `message` TF Serving's text.
 
-    def __init__(self, code, message):
+    `http_status` overrides the REST status TF Serving derives from `code` (the REST
+    stand-in's body-size limit answers 413, as libevent does for `evhttp_set_max_body_size`).
+    """
+
+    def __init__(self, code, message, http_status=None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self):
-        return HTTP_STATUS.get(self.code, 500)
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
 
 def latest_version(base_path: str) -> int:
@@ -120,8 +139,9 @@ class Servable:
             tensors[name] = tf.constant(value)
         try:
             outputs = function(**tensors)
-        except tf.errors.InvalidArgumentError as error:
-            raise ServingError("INVALID_ARGUMENT", _graph_message(error)) from None
+        except tf.errors.OpError as error:
+            code = _STATUS_NAMES.get(error.error_code, "INTERNAL")
+            raise ServingError(code, _graph_message(error)) from None
         return {name: value.numpy() for name, value in outputs.items()}
 
 
