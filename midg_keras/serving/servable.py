@@ -8,7 +8,9 @@ for the request checks TF Serving does itself (input names, dtypes); everything 
 the real server. Production serving is `docker run tensorflow/serving` (BUILD.md).
 """
 
+import json
 import os
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -86,6 +88,28 @@ class Servable:
         self.path = os.path.join(base_path, str(self.version))
         self._loaded = tf.saved_model.load(self.path)
         self.signatures = dict(self._loaded.signatures)
+        # TensorFlow instantiates (and optimizes) a loaded function on its first call, and
+        # concurrent first calls each do it: 8 at once took 10x one. The first call of each
+        # signature runs alone; later ones run concurrently (loaded functions are thread-safe).
+        self._first_call = threading.Lock()
+        self._called = set()
+        self._warm_up()
+
+    def _warm_up(self):
+        """One request of zeros (TF Serving's model warm-up), when the export records dims."""
+        path = os.path.join(self.path, "assets.extra", "midg_export.json")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            dims = json.load(f).get("input_dims", {})
+        inputs = {}
+        for name, spec in self.input_specs().items():
+            key = name.removesuffix("_length")
+            if name == key:
+                inputs[name] = np.zeros([1, 1, dims.get(key, 1)], np.float32)
+            else:
+                inputs[name] = np.ones([1], spec.dtype.as_numpy_dtype)
+        self.predict(inputs)
 
     def input_specs(self, signature_name=""):
         """Input name -> `tf.TensorSpec` of a signature; unknown names fail like TF Serving."""
@@ -138,11 +162,20 @@ class Servable:
                 )
             tensors[name] = tf.constant(value)
         try:
-            outputs = function(**tensors)
+            outputs = self._call(signature_name or DEFAULT_SIGNATURE, function, tensors)
         except tf.errors.OpError as error:
             code = _STATUS_NAMES.get(error.error_code, "INTERNAL")
             raise ServingError(code, _graph_message(error)) from None
         return {name: value.numpy() for name, value in outputs.items()}
+
+    def _call(self, key, function, tensors):
+        if key in self._called:
+            return function(**tensors)
+        with self._first_call:
+            try:
+                return function(**tensors)
+            finally:
+                self._called.add(key)
 
 
 def _shape_text(shape):
