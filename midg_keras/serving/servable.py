@@ -4,8 +4,9 @@ STAND-IN, NOT TF SERVING. The `tensorflow_model_server` binary cannot be install
 the REST and gRPC stand-ins load the exported SavedModel with `tf.saved_model.load` and
 answer in TF Serving's request/response shapes, with its error codes and message forms
 for the request checks TF Serving does itself (input names, dtypes); everything else
-(feature dims, batch agreement, lengths) is checked by the exported graph, as it is under
-the real server. Production serving is `docker run tensorflow/serving` (BUILD.md).
+(empty batches, feature dims, batch agreement, lengths, non-finite or huge feature values)
+is checked by the exported graph, as it is under the real server. One `Servable` answers
+concurrent requests. Production serving is `docker run tensorflow/serving` (BUILD.md).
 """
 
 import json
