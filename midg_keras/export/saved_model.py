@@ -37,8 +37,8 @@ from midg_keras.models import SentimentModel  # importing the package registers 
 SIGNATURE_NAME = "serving_default"
 # Feature values must be finite and within +-MAX_ABS_FEATURE. Real features are far smaller
 # (BERT/openSMILE/Facet/COVAREP values stay below ~1e3); far larger ones overflow float32
-# inside the layer norms (from ~1e18 for a small model, sooner with larger weights), and the
-# model then scores every input 0. docs/design.md §10.
+# inside the layer norms (from ~1e19 for a small model, sooner with larger weights), and the
+# scores turn to garbage (near 0, then NaN). docs/design.md §10.
 MAX_ABS_FEATURE = 1e6
 METADATA_FILE = os.path.join("assets.extra", "midg_export.json")
 
