@@ -6,13 +6,12 @@ model and one column group per `--target` in the paper's table layout (mean ± s
 seeds). Each model is trained and selected once on the source; every target only scores it.
 """
 
-import gc
 import json
 import os
 
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
-from midg_keras.data.pipeline import prepare_data
+from midg_keras.data.pipeline import open_sources, prepare_data
 from midg_keras.training import report, runtime, trainer
 
 MODEL_TITLES = {
@@ -39,13 +38,11 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
     Returns {model name: [per-seed {"valid": ..., "test": ..., "test_by_target": ...}]}.
     """
     results = {name: [] for name in config.model_list()}
-    data = None
+    opened = open_sources(config)  # once: every seed batches the same arrays
     for seed in config.seed_list():
         seeded = config.replace(seed=seed)
         runtime.seed_everything(seeded)  # the pipeline's shuffle draws from the global seed too
-        data = None  # the previous seed's arrays go before the next seed's are read
-        gc.collect()
-        data = prepare_data(seeded)
+        data = prepare_data(seeded, opened)
         for name in results:
             workdir = run_workdir(config, name, seed)
             log(f"[{name}] seed {seed} -> {workdir}")
