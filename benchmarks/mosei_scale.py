@@ -37,25 +37,31 @@ CHUNK = 1000
 
 
 def mosei_split(n, seed, first_clip):
-    """One split of a MOSEI-unaligned-shaped MMSA dict, built `CHUNK` clips at a time."""
+    """One split of a MOSEI-unaligned-shaped MMSA dict, built `CHUNK` clips at a time.
+
+    Each chunk is copied into preallocated arrays and dropped, so building needs the
+    split's size plus one chunk.
+    """
     from tests.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa
 
-    chunks = []
+    split = {}
     for index, start in enumerate(range(0, n, CHUNK)):
         size = min(CHUNK, n - start)
-        raw = make_fake_mmsa(
+        chunk = make_fake_mmsa(
             "mosei_unaligned",
             sizes=(size, 1, 1),
             seed=seed * 1000 + index,
             dims=STOCK_DIMS["mosei_unaligned"],
             lengths=STOCK_LENGTHS["mosei_unaligned"],
         )["train"]
-        chunks.append(raw)
-    split = {}
-    for key, value in list(chunks[0].items()):
-        parts = [chunk.pop(key) for chunk in chunks]
-        split[key] = sum(parts, []) if isinstance(value, list) else np.concatenate(parts)
-        del parts
+        for key, value in chunk.items():
+            if isinstance(value, list):
+                split.setdefault(key, []).extend(value)
+                continue
+            if key not in split:
+                split[key] = np.empty((n,) + value.shape[1:], value.dtype)
+            split[key][start : start + size] = value
+        del chunk
     # Chunks restart their video numbering: give every clip its own video.
     split["id"] = np.array([f"v{first_clip + i:07d}$_$1" for i in range(n)], dtype=object)
     return split

@@ -17,8 +17,6 @@ Results go to benchmarks/results/profile_<model>_stride<av_stride>_b<batch>.md.
 import argparse
 import collections
 import glob
-import gzip
-import json
 import os
 import statistics
 import sys
@@ -96,18 +94,29 @@ def component_steps(tf, model, x):
 
 
 def top_ops_from_trace(trace_dir, count=15):
-    """(op type, total ms) of the host ops in the newest profiler trace under `trace_dir`."""
-    files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))
+    """(op type, total ms) of the TensorFlow ops in the newest profiler trace under `trace_dir`.
+
+    Reads the trace's XSpace protobuf: the executor's compute thread records one event per
+    op, named `<op name>:<op type>`.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
     if not files:
         return []
-    with gzip.open(files[-1]) as f:
-        events = json.load(f)["traceEvents"]
+    space = xplane_pb2.XSpace()
+    with open(files[-1], "rb") as f:
+        space.ParseFromString(f.read())
     totals = collections.Counter()
-    for event in events:
-        if event.get("ph") == "X" and "dur" in event:
-            name = event.get("name", "")
-            op_type = name.split(":")[-1] if ":" in name else name
-            totals[op_type] += event["dur"] / 1000.0
+    for plane in space.planes:
+        names = {key: value.name for key, value in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names[event.metadata_id]
+                if ":" in name:
+                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9
     return totals.most_common(count)
 
 
