@@ -10,7 +10,9 @@ with MOSI-unaligned shapes:
 - `multiworker_2`: two processes on localhost ports, `TF_CONFIG` as in BUILD.md; the global
   batch is split between them.
 
-Samples/s counts global samples over the steps after `--warmup` (tracing excluded). On one
+Samples/s counts global samples over the steps after `--warmup` (tracing excluded);
+samples per CPU-second divides them by the CPU time all the run's processes spent in those
+steps, which depends less on what else the machine is running. On one
 machine the two workers share its cores and talk through localhost gRPC, so two workers
 are expected to be slower than one here; the test of correctness is
 tests/test_multiworker.py. Results go to benchmarks/results/multiworker.md (appended).
@@ -115,6 +117,7 @@ def main():
             ends = records[0]["step_ends"]
             timed = len(ends) - args.warmup
             seconds = ends[-1] - ends[args.warmup - 1]
+            cpu = sum(r["step_cpu"][-1] - r["step_cpu"][args.warmup - 1] for r in records)
             losses = {tuple(r["step_losses"]) for r in records}
             rows.append(
                 {
@@ -123,6 +126,7 @@ def main():
                     "replicas": records[0]["replicas"],
                     "samples_per_second": round(args.batch_size * timed / seconds, 1),
                     "seconds_per_step": round(seconds / timed, 3),
+                    "samples_per_cpu_second": round(args.batch_size * timed / cpu, 1),
                     "workers_in_step": len(losses) == 1,
                     "load_average_1min": f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
                 }
@@ -133,12 +137,13 @@ def main():
         f"({platform.machine()}), MIDG hidden_dim {args.hidden_dim}, t,a,v, MOSI-unaligned "
         f"shapes, global batch {args.batch_size}, {args.steps - args.warmup} timed steps after "
         f"{args.warmup}\n\n"
-        "| config | processes | replicas | samples/s | s/step | workers in step | "
-        "load avg (1 min) |\n|---|---:|---:|---:|---:|---|---|\n"
+        "| config | processes | replicas | samples/s | s/step | samples per CPU-s | "
+        "workers in step | load avg (1 min) |\n|---|---:|---:|---:|---:|---:|---|---|\n"
     )
     table = "".join(
         f"| {r['config']} | {r['processes']} | {r['replicas']} | {r['samples_per_second']} | "
-        f"{r['seconds_per_step']} | {r['workers_in_step']} | {r['load_average_1min']} |\n"
+        f"{r['seconds_per_step']} | {r['samples_per_cpu_second']} | {r['workers_in_step']} | "
+        f"{r['load_average_1min']} |\n"
         for r in rows
     )
     new_file = not os.path.exists(RESULTS)

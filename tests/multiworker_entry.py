@@ -7,7 +7,8 @@ train.py's own `main`, unchanged; the only addition is a callback appended to ev
     {"task": TF_CONFIG's task or null, "replicas": replicas in sync, "step_losses": [...],
      "weights_sha256": hash of the trained weights' bytes, "weights_sum": sum of |w|,
      "seconds": wall time of fit, "steps": steps trained,
-     "step_ends": time.perf_counter() after each step (benchmarks/multiworker_throughput.py),
+     "step_ends": time.perf_counter() after each step, "step_cpu": time.process_time() then
+     (both for benchmarks/multiworker_throughput.py),
      "workdirs": [[workdir, where this process wrote it], ...] (distribute.worker_workdir)}
 
 Keras reports the running mean of the epoch's loss after each batch; the record holds
@@ -48,7 +49,8 @@ def main():
     class StepRecord(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.losses, self.step_ends, self.seconds, self.started = [], [], 0.0, None
+            self.losses, self.step_ends, self.step_cpu = [], [], []
+            self.seconds, self.started = 0.0, None
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_means = []
@@ -62,6 +64,7 @@ def main():
             self.losses.append(mean * count - previous * (count - 1))
             self.epoch_means.append(mean)
             self.step_ends.append(time.perf_counter())
+            self.step_cpu.append(time.process_time())
 
         def on_train_end(self, logs=None):
             self.seconds = time.perf_counter() - self.started
@@ -78,6 +81,7 @@ def main():
                     "weights_sum": float(sum(np.abs(w).sum() for w in weights)),
                     "seconds": self.seconds,
                     "step_ends": self.step_ends,
+                    "step_cpu": self.step_cpu,
                 }
             )
 
