@@ -30,6 +30,8 @@ import time
 import numpy as np
 import pytest
 
+from midg_keras.config import Config
+from midg_keras.training import distribute
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +60,25 @@ FLAGS = """\
 --verbose=0
 --mixed_precision=float32
 """
+
+
+class FakeStrategy:
+    """What `distribute.is_chief` reads of a MultiWorkerMirroredStrategy: worker `index` of 2."""
+
+    def __init__(self, index):
+        cluster = {"worker": ["a:1", "b:1"]}
+
+        class Resolver:
+            task_type, task_id = "worker", index
+
+            def cluster_spec(self):
+                class Spec:
+                    def as_dict(self):
+                        return cluster
+
+                return Spec()
+
+        self.cluster_resolver = Resolver()
 
 
 def free_ports(count):
@@ -194,22 +215,6 @@ def test_only_the_chief_writes_the_workdir(runs):
 
 def test_a_restarted_worker_resumes_from_the_chief_backup(monkeypatch, tmp_path):
     """A non-chief reads the chief's resume state into its scratch copy, never writes it."""
-    from midg_keras.config import Config
-    from midg_keras.training import distribute
-
-    class Resolver:
-        task_type, task_id = "worker", 1
-
-        def cluster_spec(self):
-            class Spec:
-                def as_dict(self):
-                    return {"worker": ["a:1", "b:1"]}
-
-            return Spec()
-
-    class Strategy:
-        cluster_resolver = Resolver()
-
     shared = tmp_path / "shared"
     (shared / "backup").mkdir(parents=True)
     (shared / "backup" / "training_metadata.json").write_text('{"epoch": 2}')
@@ -219,12 +224,30 @@ def test_a_restarted_worker_resumes_from_the_chief_backup(monkeypatch, tmp_path)
     before = files_under(shared)
     monkeypatch.setattr(distribute, "_scratch", {"root": str(tmp_path / "scratch")})
     config = Config(distribute="multiworker")
-    local = distribute.worker_workdir(str(shared), config, Strategy())
+    local = distribute.worker_workdir(str(shared), config, FakeStrategy(1))
     assert local.startswith(str(tmp_path / "scratch") + os.sep)
     assert files_under(local) == {"backup/training_metadata.json", "history.csv", "model.keras"}
     assert (tmp_path / "scratch").exists() and files_under(shared) == before
     # The worker's own later writes are kept: a second call copies nothing over them.
     with open(os.path.join(local, "history.csv"), "a") as f:
         f.write("2,0.25\n")
-    assert distribute.worker_workdir(str(shared), config, Strategy()) == local
+    assert distribute.worker_workdir(str(shared), config, FakeStrategy(1)) == local
     assert open(os.path.join(local, "history.csv")).read().endswith("2,0.25\n")
+
+
+def test_only_the_chief_exports(monkeypatch, tmp_path):
+    """`--export_dir` after training (or `--mode=export`): one SavedModel version, the chief's."""
+    import midg_keras.export
+    import train
+
+    exported = []
+    monkeypatch.setattr(midg_keras.export, "export_workdir", lambda config: exported.append(1))
+    for mode in ("export", "train"):
+        config = Config(mode=mode, distribute="multiworker", export_dir=str(tmp_path / "x"))
+        if mode == "train":  # the run itself is not what this checks
+            monkeypatch.setattr("midg_keras.training.experiment.run", lambda *a, **k: None)
+        train.run(config, FakeStrategy(1))
+        assert exported == []
+        train.run(config, FakeStrategy(0))
+        assert exported == [1]
+        exported.clear()
