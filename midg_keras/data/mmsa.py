@@ -68,14 +68,15 @@ class SplitArrays:
     def __len__(self):
         return int(self.label.shape[0])
 
-    def examples(self) -> Iterator[dict]:
+    def examples(self, order=None) -> Iterator[dict]:
         """Yields one example dict per sample, features trimmed to their true lengths.
 
         Keys follow the shared data contract: `id`, `raw_text`, `text`, `audio`,
         `vision`, `text_length`, `audio_length`, `vision_length`, `label`, and
         `label_t/a/v` when the split has unimodal labels. Features are views, not copies.
+        `order` (sample indices) reads the samples in that order; default: file order.
         """
-        for i in range(len(self)):
+        for i in range(len(self)) if order is None else order:
             example = {"id": self.ids[i], "raw_text": self.raw_text[i]}
             for modality in MODALITY_KEYS:
                 length = int(getattr(self, f"{modality}_length")[i])

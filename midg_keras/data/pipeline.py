@@ -21,6 +21,8 @@ from midg_keras.data.sources import Source, load_source, parse_sources
 
 # Examples of TFDS sources smaller than this are cached in memory after the first epoch.
 CACHE_BYTES = 2 << 30
+# The shuffle buffer of TFDS sources holds copies of examples: at most this many bytes.
+SHUFFLE_BUFFER_BYTES = 1 << 30
 
 
 @dataclasses.dataclass
@@ -125,29 +127,44 @@ def prepare_data(config: Config, opened: OpenedSources | None = None) -> Prepare
         check_dims(sources[0], other, modalities, config.harmonize)
     strides = resolve_strides(config, sources, modalities)
 
+    def per_source(split, chosen, with_ids=False, seed=None):
+        return [
+            model_examples(
+                source.shuffled(split, seed) if seed is not None else source.splits[split],
+                modalities=modalities,
+                dims=dims,
+                label_scale=source.label_scale,
+                source_index=index,
+                cache=_cacheable(source, split) and seed is None,
+                with_ids=with_ids,
+            )
+            for index, source in chosen
+        ]
+
     def examples(split, chosen, with_ids=False):
-        return _concatenate(
-            [
-                model_examples(
-                    source.splits[split],
-                    modalities=modalities,
-                    dims=dims,
-                    label_scale=source.label_scale,
-                    source_index=index,
-                    cache=_cacheable(source, split),
-                    with_ids=with_ids,
-                )
-                for index, source in chosen
-            ]
-        )
+        return _concatenate(per_source(split, chosen, with_ids))
 
     indexed_sources = list(enumerate(sources))
-    train = batch(
-        examples("train", indexed_sources),
-        config.batch_size,
-        shuffle_buffer=config.shuffle_buffer,
-        seed=config.seed,
-    )
+    if config.shuffle_buffer and all(source.shuffled for source in sources):
+        # In-memory sources shuffle by index, in place (no buffer of copies: on MOSEI a
+        # 20 000-example buffer is a second 6 GB copy of the training set).
+        shuffled = per_source("train", indexed_sources, seed=config.seed)
+        counts = [source.num_examples["train"] for source in sources]
+        train = (
+            shuffled[0]
+            if len(shuffled) == 1
+            else tf.data.Dataset.sample_from_datasets(
+                shuffled, weights=[n / sum(counts) for n in counts], seed=config.seed
+            )
+        )
+        train = batch(train, config.batch_size)
+    else:
+        train = batch(
+            examples("train", indexed_sources),
+            config.batch_size,
+            shuffle_buffer=_shuffle_buffer(config, sources),
+            seed=config.seed,
+        )
     validation = batch(examples("validation", indexed_sources), config.batch_size)
     tests = [
         batch(examples("test", [(0, target)], with_ids=True), config.batch_size)
@@ -271,12 +288,21 @@ def resolve_strides(config: Config, sources, modalities) -> dict[str, int]:
     return strides
 
 
+def _shuffle_buffer(config: Config, sources) -> int:
+    """`--shuffle_buffer`, capped so the buffer's copies stay under `SHUFFLE_BUFFER_BYTES`."""
+    largest = max(_bytes_per_example(source) for source in sources)
+    return max(config.batch_size, min(config.shuffle_buffer, SHUFFLE_BUFFER_BYTES // largest))
+
+
+def _bytes_per_example(source: Source) -> int:
+    return 4 * sum(source.max_lengths[k] * source.dims[k] for k in source.dims)
+
+
 def _cacheable(source: Source, split: str) -> bool:
     """Pickle sources are already in memory: caching them would hold a second copy."""
     if source.spec.is_pickle:
         return False
-    bytes_per_example = 4 * sum(source.max_lengths[k] * source.dims[k] for k in source.dims)
-    return bytes_per_example * source.num_examples[split] < CACHE_BYTES
+    return _bytes_per_example(source) * source.num_examples[split] < CACHE_BYTES
 
 
 def _concatenate(datasets):

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -134,6 +135,9 @@ class Source:
         dims: modality key (`text`, `audio`, `vision`) -> feature dim.
         max_lengths: modality key -> longest sequence over all splits.
         fixed_neg_inf: split name -> number of `-inf` audio values mapped to 0.
+        shuffled: for sources held in memory (pickles), `(split, seed) -> dataset` of the
+            split's examples in a new random order at every iteration, read in place;
+            None for TFDS sources, which the pipeline shuffles through a buffer.
     """
 
     name: str
@@ -143,6 +147,7 @@ class Source:
     dims: dict[str, int]
     max_lengths: dict[str, int]
     fixed_neg_inf: dict[str, int]
+    shuffled: Callable[[str, int], object] | None = None
 
     @property
     def family(self) -> str:
@@ -226,13 +231,25 @@ def _load_pickle_source(name, spec, nan_to_num, label_csv):
     dims = {key: int(getattr(first, key).shape[-1]) for key in MODALITY_KEYS}
     unimodal = bool(first.unimodal_labels)
     signature = example_signature(dims, unimodal_labels=unimodal)
-    splits = {}
-    for split in SPLITS:
+
+    def from_arrays(split, generate):
         # A generator reads the loaded arrays in place: MOSEI-size files are not copied
         # into a second in-memory tensor.
-        splits[split] = tf.data.Dataset.from_generator(
-            arrays[split].examples, output_signature=signature
-        ).apply(tf.data.experimental.assert_cardinality(len(arrays[split].label)))
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).apply(
+            tf.data.experimental.assert_cardinality(len(arrays[split]))
+        )
+
+    def shuffled(split, seed):
+        # A permutation per iteration (each epoch of `repeat()` calls `generate` again),
+        # drawn from one seeded stream: a full shuffle with no buffer holding copies.
+        permutations = np.random.default_rng(seed)
+
+        def generate():
+            yield from arrays[split].examples(permutations.permutation(len(arrays[split])))
+
+        return from_arrays(split, generate)
+
+    splits = {split: from_arrays(split, arrays[split].examples) for split in SPLITS}
     return Source(
         name=name,
         spec=spec,
@@ -244,6 +261,7 @@ def _load_pickle_source(name, spec, nan_to_num, label_csv):
             for key in MODALITY_KEYS
         },
         fixed_neg_inf={split: int(arrays[split].fixed_neg_inf) for split in SPLITS},
+        shuffled=shuffled,
     )
 
 
