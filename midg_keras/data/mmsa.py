@@ -7,19 +7,20 @@ files `audio_lengths` / `vision_lengths`, for SIMS `regression_labels_T/A/V`. Fi
 MMSA-FET add a top-level `config`. Everything is checked here, vectorized, before any
 training starts; a problem is one `DataError` naming file, split, key, sample and fix.
 
-Unpickling runs code from the file: load only files you trust (as with MMSA itself).
+Files are unpickled by `safe_pickle.load_pickle`, which refuses any global an MMSA file
+does not need (so a file cannot run code) unless `trust_pickle=True`.
 """
 
 import dataclasses
 import logging
 import os
-import pickle
 from collections.abc import Iterator
 
 import numpy as np
 
 from midg_keras.constants import FILE_SPLITS, LABEL_SCALE, MODALITY_KEYS
 from midg_keras.data.errors import DataError
+from midg_keras.data.safe_pickle import load_pickle
 
 UNIMODAL_KEYS = {
     "regression_labels_T": "label_t",
@@ -87,7 +88,9 @@ class SplitArrays:
             yield example
 
 
-def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitArrays]:
+def load_mmsa_pickle(
+    path, family="mosi", nan_to_num=False, trust_pickle=False
+) -> dict[str, SplitArrays]:
     """Reads and validates an MMSA feature pickle.
 
     Text lengths come from the attention mask `text_bert[:, 1, :]` when the file has
@@ -102,13 +105,15 @@ def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitAr
             with unimodal labels `regression_labels_T/A/V`).
         nan_to_num: set NaN and inf feature values to 0 (counted in `fixed_non_finite`)
             instead of raising.
+        trust_pickle: unpickle with plain pickle, which runs any code the file names;
+            by default only the globals of MMSA files are allowed (`safe_pickle`).
 
     Returns:
         `{"train", "validation", "test"}` -> `SplitArrays`.
 
     Raises:
-        DataError: the file is missing, unreadable or fails any check; the message names
-            file, split, key, sample and the fix.
+        DataError: the file is missing, unreadable, names a global MMSA files do not
+            need, or fails any check; the message names file, split, key, sample and fix.
 
     Example:
         >>> splits = load_mmsa_pickle("MOSI/Processed/unaligned_50.pkl", family="mosi")
@@ -116,7 +121,8 @@ def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitAr
     """
     path = os.fspath(path)
     _check_family(family, path)
-    return mmsa_splits(_read_pickle(path), family=family, nan_to_num=nan_to_num, source=path)
+    data = _read_pickle(path, trust_pickle)
+    return mmsa_splits(data, family=family, nan_to_num=nan_to_num, source=path)
 
 
 def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> dict[str, SplitArrays]:
@@ -175,7 +181,7 @@ def _check_family(family, source):
         )
 
 
-def _read_pickle(path):
+def _read_pickle(path, trust_pickle):
     if not os.path.exists(path):
         raise DataError(
             "file not found",
@@ -186,12 +192,12 @@ def _read_pickle(path):
         raise DataError("is a directory, not a pickle file", file=path, fix="give the .pkl file")
     try:
         try:
-            with open(path, "rb") as f:
-                data = pickle.load(f)
+            data = load_pickle(path, trust=trust_pickle)
         except UnicodeDecodeError:
             # Python 2 pickles of numpy arrays need latin1 to decode their byte strings.
-            with open(path, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
+            data = load_pickle(path, trust=trust_pickle, encoding="latin1")
+    except DataError:
+        raise
     except ImportError as error:
         raise DataError(
             f"unpickling needs Python module {error.name!r}, which is not installed",
