@@ -29,7 +29,8 @@ _NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "nump
 _NUMPY_CORE_MODULES = ("numpy.core", "numpy._core")
 # `module.name` of every global an MMSA file may name, with numpy core paths as `numpy._core`.
 # Array and scalar reconstruction (all protocols; `_frombuffer` from protocol 5), dtypes, and
-# the containers pickle itself writes as globals (sets, bytearrays, OrderedDict, complex).
+# the values pickle itself writes as calls of globals (sets, bytearrays, OrderedDict, complex,
+# and below protocol 3 `bytes`: `_codecs.encode(str, "latin1")`, or `bytes()` when empty).
 ALLOWED_GLOBALS = frozenset(
     {
         "numpy.ndarray",
@@ -37,6 +38,7 @@ ALLOWED_GLOBALS = frozenset(
         "numpy._core.multiarray._reconstruct",
         "numpy._core.multiarray.scalar",
         "numpy._core.numeric._frombuffer",
+        "builtins.bytes",
         "builtins.set",
         "builtins.frozenset",
         "builtins.bytearray",
@@ -83,6 +85,11 @@ def _latin1_encode(text, encoding):
     return codecs.encode(text, "latin1")
 
 
+def _empty_bytes():
+    """`bytes` as protocol 0-2 pickles of `b""` call it: with no arguments."""
+    return b""
+
+
 class _NumpyPathUnpickler(pickle.Unpickler):
     """Plain unpickling, except that numpy core paths resolve to the installed numpy's."""
 
@@ -113,4 +120,6 @@ class _RestrictedUnpickler(_NumpyPathUnpickler):
             )
         if canonical == "_codecs.encode":
             return _latin1_encode
+        if canonical == "builtins.bytes":
+            return _empty_bytes
         return super().find_class(module, name)
