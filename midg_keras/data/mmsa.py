@@ -264,6 +264,10 @@ class _SplitReader:
         self._check_keys()
         self.ids = self._strings("id")
         n = len(self.ids)
+        if not n:
+            raise self.error(
+                "has no samples", key="id", fix="write at least one sample in every split"
+            )
         features = {m: self._features(m) for m in MODALITY_KEYS}
         self.dims = {m: int(features[m].shape[2]) for m in MODALITY_KEYS}
         if reference_dims is not None:
@@ -325,13 +329,38 @@ class _SplitReader:
 
     def _strings(self, key):
         value = self._array(key)
+        if isinstance(value, (list, tuple)):
+            try:  # an object array keeps bytes as bytes (numpy would decode them as ASCII)
+                value = np.asarray(value, dtype=object)
+            except ValueError:  # nested sequences numpy cannot even hold as objects
+                value = None
         if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
             raise self.error(
                 f"has shape {np.shape(value)}, expected one string per sample (N,)",
                 key=key,
                 fix="store one string per sample",
             )
-        return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in value]
+        strings = []
+        for i, x in enumerate(value):
+            if isinstance(x, bytes):
+                try:
+                    x = x.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise self.error(
+                        f"is not UTF-8 text ({error.reason} at byte {error.start})",
+                        key=key,
+                        sample=i,
+                        fix="store the strings as str, or as UTF-8 bytes",
+                    ) from None
+            elif isinstance(x, (list, tuple, dict, np.ndarray)):
+                raise self.error(
+                    f"is a {type(x).__name__}, expected a string",
+                    key=key,
+                    sample=i,
+                    fix="store one string per sample",
+                )
+            strings.append(str(x))
+        return strings
 
     def _features(self, key):
         value = self._array(key)
@@ -355,7 +384,10 @@ class _SplitReader:
                 key=key,
                 fix="re-extract the features",
             )
-        return value if value.dtype == np.float32 else value.astype(np.float32)
+        if value.dtype == np.float32:
+            return value
+        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, reported by the scan
+            return value.astype(np.float32)
 
     def _stack_samples(self, key, value):
         """Per-sample arrays (list or object array) -> one array, if all shapes agree."""
@@ -378,7 +410,8 @@ class _SplitReader:
                     f"in '{key}_lengths' (as MMSA does)",
                 )
         try:
-            return np.asarray(samples, dtype=np.float32) if samples else np.zeros((0, 0, 0))
+            with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as in `_features`
+                return np.asarray(samples, dtype=np.float32) if samples else np.zeros((0, 0, 0))
         except (TypeError, ValueError) as error:
             raise self.error(
                 f"cannot be read as numbers ({error})",
@@ -405,7 +438,14 @@ class _SplitReader:
             )
 
     def _vector(self, key, n, what):
-        value = np.asarray(self._array(key))
+        try:
+            value = np.asarray(self._array(key))
+        except ValueError:  # nested sequences of unequal lengths
+            raise self.error(
+                "is ragged, expected one number per sample",
+                key=key,
+                fix=f"store one {what} per sample as a flat array",
+            ) from None
         if value.ndim == 0 or value.shape[0] != n:
             count = "a scalar" if value.ndim == 0 else f"{value.shape[0]} samples"
             raise self.error(
@@ -428,7 +468,8 @@ class _SplitReader:
         return value.reshape(n)
 
     def _labels(self, key, n):
-        label = self._vector(key, n, "label").astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, out of range below
+            label = self._vector(key, n, "label").astype(np.float32, copy=False)
         bad = np.isnan(label)
         if bad.any():
             raise self.error(
@@ -478,8 +519,9 @@ class _SplitReader:
                         sample=i,
                         fix="store lengths as integers",
                     )
+                # Checked before the cast: 2**32 + 5 would wrap around to a valid 5.
+                self._check_lengths(value, seq_len, key, modality)
                 length = value.astype(np.int32)
-                self._check_lengths(length, seq_len, key, modality)
             elif seq_len == text_len:
                 length = text_length.copy()
             else:
@@ -514,15 +556,16 @@ class _SplitReader:
         if not bad.any():
             return
         i = int(np.argmax(bad))
+        shown = int(length[i]) if np.isfinite(length[i]) else length[i]
         if length[i] < 1:
             raise self.error(
-                f"length {int(length[i])} would make an all-masked {modality} sequence",
+                f"length {shown} would make an all-masked {modality} sequence",
                 key=key,
                 sample=i,
                 fix="drop the sample or re-extract its features (every length must be >= 1)",
             )
         raise self.error(
-            f"length {int(length[i])} is longer than the {modality} sequence ({seq_len} steps)",
+            f"length {shown} is longer than the {modality} sequence ({seq_len} steps)",
             key=key,
             sample=i,
             fix=f"clip the lengths to {seq_len} (as MMSA-FET does) or re-pad the features",
