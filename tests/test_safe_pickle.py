@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from numpy._core.numeric import _frombuffer  # numpy >= 2, as requirements.txt pins
 
 from midg_keras import flags as midg_flags
 from midg_keras.config import Config, field_group
@@ -110,8 +111,72 @@ def test_numpy_is_not_allowed_wholesale(tmp_path):
 def test_codecs_encode_is_limited_to_latin1(tmp_path):
     path = tmp_path / "codec.pkl"
     path.write_bytes(b"c_codecs\nencode\n(Vx\nVrot13\ntR.")
-    with pytest.raises(DataError, match="is truncated or not a pickle"):
-        load_mmsa_pickle(path)
+    message = _refusal(lambda: load_mmsa_pickle(path))
+    assert "refused to unpickle _codecs.encode with encoding 'rot13'" in message
+
+
+class _Reduce:
+    """Unpickles as `function(*args)`."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _dtype_with_state(dtype, **changes):
+    """A copy of `dtype` whose pickled state differs as `changes` says (by field index)."""
+    tampered = np.dtype(dtype, copy=True)
+    state = list(dtype.__reduce__()[2])
+    for index, value in changes.items():
+        state[int(index[1:])] = value
+    tampered.__setstate__(tuple(state))
+    return tampered
+
+
+# Pickles of allowed globals only that would make numpy read raw bytes as object pointers
+# (each crashed the interpreter before the restricted unpickler refused them).
+@pytest.mark.parametrize(
+    "payload, refused",
+    [
+        pytest.param(
+            _Reduce(np.ndarray, (1,), np.dtype("O"), b"A" * 8),
+            "a call of numpy.ndarray",
+            id="ndarray_over_a_buffer",
+        ),
+        pytest.param(
+            _Reduce(_frombuffer, b"A" * 8, _dtype_with_state(np.dtype("O"), f7=0), (1,), "C"),
+            "the state (3, '|', None, None, None, -1, -1, 0) of a numpy dtype",
+            id="object_dtype_claiming_no_objects",
+        ),
+        pytest.param(
+            np.zeros(1, dtype=[("a", "O")]),
+            "the state (3, '|', None, ('a',), {'a': (dtype('O'), 0)}, 8, 1, 27) of a numpy dtype",
+            id="structured_dtype",
+        ),
+    ],
+)
+def test_numpy_reconstructors_are_not_given_raw_pointers(payload, refused, tmp_path):
+    path = tmp_path / "pointers.pkl"
+    path.write_bytes(pickle.dumps({"train": payload}, protocol=2))
+    assert f"refused to unpickle {refused}" in _refusal(lambda: load_mmsa_pickle(path))
+
+
+@pytest.mark.parametrize(
+    "data, refused",
+    [
+        (b"\x80\x02cnumpy\nndarray\nK\x01\x85\x81.", "a __new__ of <class 'numpy.ndarray'>"),
+        (b"(inumpy\nndarray\n.", "a Python 2 instance of <class 'numpy.ndarray'>"),
+        (b"\x80\x02ccollections\nOrderedDict\n)R}b.", "state for a OrderedDict"),
+        (b"\x80\x02cnumpy\ndtype\n]\x85R.", "numpy.dtype of a list"),
+    ],
+    ids=["newobj", "python2_instance", "object_state", "dtype_from_a_list"],
+)
+def test_opcodes_mmsa_files_never_use_are_refused(data, refused, tmp_path):
+    path = tmp_path / "opcodes.pkl"
+    path.write_bytes(data)
+    assert f"refused to unpickle {refused}" in _refusal(lambda: load_mmsa_pickle(path))
 
 
 def test_trust_pickle_loads_with_plain_pickle(tmp_path):
@@ -190,7 +255,7 @@ def test_every_layout_and_protocol_loads(layout, protocol, tmp_path):
 def test_scalars_dtypes_and_containers_load(tmp_path):
     values = {
         "scalars": [np.float32(1.5), np.int64(3), np.bool_(True), np.str_("s")],
-        "dtypes": [np.dtype("f4"), np.dtype([("x", "<f4")]), np.dtype(">i8")],
+        "dtypes": [np.dtype("f4"), np.dtype("O"), np.dtype(">i8"), np.dtype("<U3")],
         "arrays": [np.arange(4.0).reshape(2, 2)[:, ::-1], np.array(["ab"]), np.zeros(0)],
         "containers": [{1, 2}, frozenset([3]), bytearray(b"x"), 1 + 2j, b"\xff", b""],
         "ordered": collections.OrderedDict(b=1, a=2),

@@ -6,6 +6,15 @@ dicts, lists, tuples, strings, bytes, numbers and numpy arrays, whose pickles na
 of numpy and builtin globals. `load_pickle` allows exactly those and refuses any other global
 with a `DataError` before it is imported, let alone called; `trust=True` is plain pickle.
 
+An allowlist of globals is not enough on its own: numpy's reconstructors trust their
+arguments. `numpy.ndarray(shape, object, buffer=b"...")`, or an object dtype whose pickled
+state claims it holds no Python objects, makes numpy read raw bytes from the file as object
+pointers (a crash, or worse). So the restricted unpickler also refuses calls of
+`numpy.ndarray`, `__new__`-style and Python 2 instance opcodes (MMSA pickles use none), state
+for anything but arrays and dtypes, and dtype state other than that of a plain dtype (no
+structured or datetime dtypes: MMSA files have none). It is the pure-Python unpickler, whose
+opcodes can be overridden; for the stock pickle protocols (2 and 4) it is as fast as the C one.
+
 Files written under numpy 1.x name `numpy.core.*`, under numpy 2.x `numpy._core.*`; both load
 under either numpy, without numpy 2's deprecation warning for the old path.
 """
@@ -27,8 +36,8 @@ TRUST_FIX = (
 # The numpy package that holds `multiarray` and `numeric` under the installed numpy.
 _NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
 _NUMPY_CORE_MODULES = ("numpy.core", "numpy._core")
-# `module.name` of every global an MMSA file may name, with numpy core paths as `numpy._core`.
-# Array and scalar reconstruction (all protocols; `_frombuffer` from protocol 5), dtypes, and
+# `module.name` of every global an MMSA file may name, with numpy core paths as `numpy._core`:
+# array and scalar reconstruction (all protocols; `_frombuffer` from protocol 5), dtypes, and
 # the values pickle itself writes as calls of globals (sets, bytearrays, OrderedDict, complex,
 # and below protocol 3 `bytes`: `_codecs.encode(str, "latin1")`, or `bytes()` when empty).
 ALLOWED_GLOBALS = frozenset(
@@ -50,7 +59,7 @@ ALLOWED_GLOBALS = frozenset(
 
 
 def load_pickle(path, trust=False, encoding="ASCII"):
-    """Unpickles `path`, refusing globals outside `ALLOWED_GLOBALS` unless `trust`.
+    """Unpickles `path`, refusing what MMSA files do not need unless `trust`.
 
     Args:
         path: the pickle file.
@@ -58,7 +67,8 @@ def load_pickle(path, trust=False, encoding="ASCII"):
         encoding: how Python 2 `str` objects decode (`latin1` for Python 2 numpy pickles).
 
     Raises:
-        DataError: the file names a global that is not allowed (the message names it).
+        DataError: the file names a global, or builds an object, that is not allowed (the
+            message names it).
     """
     path = os.fspath(path)
     unpickler_class = _NumpyPathUnpickler if trust else _RestrictedUnpickler
@@ -78,16 +88,47 @@ def _canonical(module, name):
     return module, name
 
 
+def _resolve(module, name):
+    """The object `module.name` names (`module` canonical), under the installed numpy."""
+    if module.startswith("numpy._core"):
+        module = _NUMPY_CORE + module[len("numpy._core") :]
+    return getattr(importlib.import_module(module), name)
+
+
+class _Refused(pickle.UnpicklingError):
+    """A call of an allowed global with arguments MMSA pickles never pass."""
+
+
 def _latin1_encode(text, encoding):
     """`_codecs.encode` as protocol 0-2 pickles of `bytes` use it: latin1 only."""
-    if codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    if not isinstance(encoding, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise _Refused(f"_codecs.encode with encoding {encoding!r}")
     return codecs.encode(text, "latin1")
 
 
 def _empty_bytes():
     """`bytes` as protocol 0-2 pickles of `b""` call it: with no arguments."""
     return b""
+
+
+def _plain_dtype(spec, align=False, copy=False):
+    """`numpy.dtype` as pickles call it: from a type string such as `f4`, `O8` or `U3`."""
+    if not isinstance(spec, str):
+        raise _Refused(f"numpy.dtype of a {type(spec).__name__}")
+    return np.dtype(spec, align, copy)
+
+
+def _is_plain_dtype_state(dtype, state):
+    """`state` is what a plain dtype of `dtype`'s type pickles, in any byte order."""
+    reference = np.dtype(dtype.str).__reduce__()[2]
+    if not isinstance(state, tuple) or len(state) != len(reference):
+        return False
+    try:
+        return state[1] in ("<", ">", "|", "=") and state[:1] + state[2:] == (
+            reference[:1] + reference[2:]
+        )
+    except (TypeError, ValueError):  # elements that do not compare to a bool
+        return False
 
 
 class _NumpyPathUnpickler(pickle.Unpickler):
@@ -100,26 +141,65 @@ class _NumpyPathUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         canonical_module, canonical_name = _canonical(module, name)
         if canonical_module.startswith("numpy._core"):
-            real_module = _NUMPY_CORE + canonical_module[len("numpy._core") :]
-            return getattr(importlib.import_module(real_module), canonical_name)
+            return _resolve(canonical_module, canonical_name)
         return super().find_class(module, name)
 
 
-class _RestrictedUnpickler(_NumpyPathUnpickler):
-    """Refuses every global outside `ALLOWED_GLOBALS` before importing it."""
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Loads only what MMSA files hold; anything else is a `DataError` naming it."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()
+    _WRAPPED = {
+        "_codecs.encode": _latin1_encode,
+        "builtins.bytes": _empty_bytes,
+        "numpy.dtype": _plain_dtype,
+    }
+
+    def __init__(self, file, path, **kwargs):
+        super().__init__(file, **kwargs)
+        self.path = path
+
+    def refuse(self, what):
+        raise DataError(
+            f"refused to unpickle {what}: MMSA feature files hold only dicts, lists, strings, "
+            "numbers and numpy arrays, and loading this one could run code",
+            file=self.path,
+            fix=TRUST_FIX,
+        )
 
     def find_class(self, module, name):
         canonical = ".".join(_canonical(module, name))
         if canonical not in ALLOWED_GLOBALS:
-            raise DataError(
-                f"refused to unpickle the global {module}.{name}: MMSA feature files hold "
-                "only dicts, lists, strings, numbers and numpy arrays, and loading this one "
-                "could run code",
-                file=self.path,
-                fix=TRUST_FIX,
-            )
-        if canonical == "_codecs.encode":
-            return _latin1_encode
-        if canonical == "builtins.bytes":
-            return _empty_bytes
-        return super().find_class(module, name)
+            self.refuse(f"the global {module}.{name}")
+        return self._WRAPPED.get(canonical) or _resolve(*canonical.rsplit(".", 1))
+
+    def load_reduce(self):
+        if self.stack[-2] is np.ndarray:  # pickles name it only as `_reconstruct`'s argument
+            self.refuse("a call of numpy.ndarray")
+        try:
+            super().load_reduce()
+        except _Refused as error:
+            self.refuse(str(error))
+
+    def load_build(self):
+        instance, state = self.stack[-2], self.stack[-1]
+        if isinstance(instance, np.dtype):
+            if not _is_plain_dtype_state(instance, state):
+                self.refuse(f"the state {state!r} of a numpy dtype")
+        elif not isinstance(instance, np.ndarray):
+            self.refuse(f"state for a {type(instance).__name__}")
+        super().load_build()
+
+    def load_newobj(self):
+        self.refuse(f"a __new__ of {self.stack[-2]!r}")
+
+    def load_newobj_ex(self):
+        self.refuse(f"a __new__ of {self.stack[-3]!r}")
+
+    def _instantiate(self, klass, args):
+        self.refuse(f"a Python 2 instance of {klass!r}")
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
