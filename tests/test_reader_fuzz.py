@@ -336,6 +336,31 @@ def test_accepted_mutated_file_gives_finite_batches(tmp_path_factory, case):
             assert np.isfinite(label.numpy()).all()
 
 
+_PICKLES = [
+    pickle.dumps(make_fake_mmsa("mosi_unaligned", sizes=(2, 1, 1)), protocol=protocol)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1)
+]
+
+
+@FUZZ
+@given(st.data())
+def test_pickle_with_flipped_bytes_is_accepted_clean_or_refused(tmp_path_factory, data):
+    """Corrupt bytes reach the unpickler itself (a corrupt numpy state crashed numpy)."""
+    pickled = bytearray(data.draw(st.sampled_from(_PICKLES)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        pickled[data.draw(st.integers(0, len(pickled) - 1))] = data.draw(st.integers(0, 255))
+    path = tmp_path_factory.getbasetemp() / "flipped.pkl"
+    path.write_bytes(bytes(pickled))
+    try:
+        splits = load_mmsa_pickle(path)
+    except DataError as error:
+        _assert_one_line(error)
+        event("refused")
+        return
+    event("accepted")
+    _assert_valid(splits, "mosi")
+
+
 def _mutated(file_split, key, make):
     raw = make_fake_mmsa("mosi_unaligned", sizes=(3, 2, 2))
     raw[file_split][key] = make(raw[file_split][key])

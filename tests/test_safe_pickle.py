@@ -163,6 +163,26 @@ def test_numpy_reconstructors_are_not_given_raw_pointers(payload, refused, tmp_p
     assert f"refused to unpickle {refused}" in _refusal(lambda: load_mmsa_pickle(path))
 
 
+def test_object_array_state_must_hold_one_object_per_element(tmp_path):
+    # numpy 2.4 reads past the end of a list shorter than the shape (a crash).
+    data = pickle.dumps({"train": np.array(["a", "b"], dtype=object)}, protocol=2)
+    assert data.count(b"K\x01K\x02\x85") == 1  # state (version 1, shape (2,), ...)
+    path = tmp_path / "short_list.pkl"
+    path.write_bytes(data.replace(b"K\x01K\x02\x85", b"K\x01KW\x85"))  # shape (87,)
+    message = _refusal(lambda: load_mmsa_pickle(path))
+    assert "the state of a numpy array, which holds list data for 87 objects" in message
+
+
+def test_corrupt_length_is_a_truncated_file_not_a_memory_error(tmp_path):
+    path = tmp_path / "huge.pkl"
+    path.write_bytes(b"\x80\x05\x96" + struct.pack("<Q", 2**62) + b".")  # BYTEARRAY8
+    with pytest.raises(DataError, match="is truncated or not a pickle"):
+        load_mmsa_pickle(path)
+    path.write_bytes(b"\x80\x04\x95" + struct.pack("<Q", 2**62) + b".")  # FRAME
+    with pytest.raises(DataError, match="is truncated or not a pickle"):
+        load_mmsa_pickle(path)
+
+
 @pytest.mark.parametrize(
     "data, refused",
     [

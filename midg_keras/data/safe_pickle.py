@@ -22,8 +22,10 @@ under either numpy, without numpy 2's deprecation warning for the old path.
 import _compat_pickle
 import codecs
 import importlib
+import math
 import os
 import pickle
+import struct
 
 import numpy as np
 
@@ -71,9 +73,40 @@ def load_pickle(path, trust=False, encoding="ASCII"):
             message names it).
     """
     path = os.fspath(path)
-    unpickler_class = _NumpyPathUnpickler if trust else _RestrictedUnpickler
     with open(path, "rb") as f:
-        return unpickler_class(f, path, encoding=encoding).load()
+        if trust:
+            return _NumpyPathUnpickler(f, path, encoding=encoding).load()
+        return _RestrictedUnpickler(_BoundedReader(f), path, encoding=encoding).load()
+
+
+class _BoundedReader:
+    """A binary file whose reads never ask for more than it has left.
+
+    A corrupt length field in a pickle then reads as a truncated file instead of making
+    Python allocate up to 2**64 bytes (a `MemoryError`, not a `DataError`).
+    """
+
+    def __init__(self, file):
+        self.file = file
+        self.size = os.fstat(file.fileno()).st_size
+        self.remaining = self.size - file.tell()
+
+    def _count(self, data):
+        self.remaining -= len(data)
+        return data
+
+    def read(self, size=-1):
+        if size is None or size < 0 or size > self.remaining:
+            size = self.remaining
+        return self._count(self.file.read(size))
+
+    def readline(self):
+        return self._count(self.file.readline())
+
+    def readinto(self, buffer):
+        count = self.file.readinto(memoryview(buffer)[: self.remaining])
+        self.remaining -= count
+        return count
 
 
 def _canonical(module, name):
@@ -118,6 +151,29 @@ def _plain_dtype(spec, align=False, copy=False):
     return np.dtype(spec, align, copy)
 
 
+def _array_state_problem(state):
+    """What is wrong with an ndarray's pickled state, or None.
+
+    numpy's `ndarray.__setstate__` does not check an object array's list against its shape
+    (a shorter list is read past its end), so both layouts are checked here: a list of one
+    object per element, or the raw bytes of every element.
+    """
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        return "is not (version, shape, dtype, is_fortran, data)"
+    shape, dtype, _, data = state[-4:]
+    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
+        return f"has shape {shape!r}"
+    if not isinstance(dtype, np.dtype):
+        return f"has dtype {dtype!r}"
+    count = math.prod(shape)
+    if dtype.hasobject:
+        if not isinstance(data, list) or len(data) != count:
+            return f"holds {type(data).__name__} data for {count} objects"
+    elif not isinstance(data, (bytes, bytearray, str)) or len(data) != count * dtype.itemsize:
+        return f"holds {type(data).__name__} data for {count} values of {dtype.itemsize} bytes"
+    return None
+
+
 def _is_plain_dtype_state(dtype, state):
     """`state` is what a plain dtype of `dtype`'s type pickles, in any byte order."""
     reference = np.dtype(dtype.str).__reduce__()[2]
@@ -155,8 +211,9 @@ class _RestrictedUnpickler(pickle._Unpickler):
         "numpy.dtype": _plain_dtype,
     }
 
-    def __init__(self, file, path, **kwargs):
-        super().__init__(file, **kwargs)
+    def __init__(self, reader, path, **kwargs):
+        super().__init__(reader, **kwargs)
+        self.reader = reader
         self.path = path
 
     def refuse(self, what):
@@ -186,9 +243,22 @@ class _RestrictedUnpickler(pickle._Unpickler):
         if isinstance(instance, np.dtype):
             if not _is_plain_dtype_state(instance, state):
                 self.refuse(f"the state {state!r} of a numpy dtype")
-        elif not isinstance(instance, np.ndarray):
+        elif isinstance(instance, np.ndarray):
+            problem = _array_state_problem(state)
+            if problem:
+                self.refuse(f"the state of a numpy array, which {problem}")
+        else:
             self.refuse(f"state for a {type(instance).__name__}")
         super().load_build()
+
+    def load_bytearray8(self):
+        """As pickle's, but a length beyond the file's size is not allocated first."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self.reader.size:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        data = bytearray(size)
+        self.readinto(data)
+        self.append(data)
 
     def load_newobj(self):
         self.refuse(f"a __new__ of {self.stack[-2]!r}")
@@ -201,5 +271,6 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
