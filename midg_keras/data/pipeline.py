@@ -60,7 +60,8 @@ class PreparedData:
         return self.tests[0]
 
     def run_config_json(self, config: Config) -> str:
-        """`config.json` of a run: the flags plus each source's resolved spec and label family.
+        """`config.json` of a run: the flags, each source's resolved spec and label family,
+        and the sha256 of every input file (`input_sha256`: path -> hex digest).
 
         Export reads the (first) target's label family from here (`data_sources`) instead
         of re-deriving it from the flags.
@@ -70,6 +71,11 @@ class PreparedData:
             "source": [_describe(source) for source in self.sources],
             "target": _describe(self.target),
             "targets": [_describe(target) for target in self.targets],
+        }
+        values["input_sha256"] = {
+            path: digest
+            for source in self.sources + self.targets
+            for path, digest in source.input_sha256.items()
         }
         return json.dumps(values, indent=2, sort_keys=True)
 
@@ -198,7 +204,8 @@ def _check_target_names(targets):
 
 
 def open_source(spec, config: Config, label_csv: str = "") -> Source:
-    """Opens one dataset with the run's data flags (data dir, manual dirs, NaN handling).
+    """Opens one dataset with the run's data flags (data dir, manual dirs, NaN handling,
+    trusted pickles).
 
     `label_csv` (`--label_csv`, passed for the source only) replaces its labels.
     """
@@ -208,6 +215,7 @@ def open_source(spec, config: Config, label_csv: str = "") -> Source:
         manual_dir=config.manual_dir,
         manual_dirs=config.manual_dir_map(),
         nan_to_num=config.nan_to_num,
+        trust_pickle=config.trust_pickle,
         label_csv=label_csv,
     )
 
