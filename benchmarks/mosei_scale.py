@@ -173,7 +173,7 @@ def main():
             f"{e['log'].split(' ->')[0]} {e['rss_mib'] / 1024:.2f} GiB" for e in seed_starts
         ),
         "- Keras' epoch lines (`--verbose=2`): "
-        + "; ".join(f"`{e['log'].split(' - loss')[0]}`" for e in epochs),
+        + "; ".join(f"`{' - '.join(e['log'].split(' - ')[:3])}`" for e in epochs),
     ]
     text = "\n".join(rows) + "\n"
     print(text)
