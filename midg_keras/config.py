@@ -231,6 +231,11 @@ class Config:
 
     # Outputs.
     workdir: str = _field("runs/default", "Where every output of the run goes.")
+    overwrite: bool = _field(
+        False,
+        "Train into a --workdir that holds a finished run (or an interrupted one with other "
+        "flags) by deleting that run's outputs first; without it such a workdir is refused.",
+    )
     export_dir: str = _field("", "SavedModel export root (`<export_dir>/<version>/`).")
     export_version: int = _field(0, "SavedModel version (0 = next free one).")
 

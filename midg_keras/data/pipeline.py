@@ -8,9 +8,11 @@ docs/design.md §3.6).
 """
 
 import dataclasses
+import functools
 import json
 import math
 import re
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -36,6 +38,9 @@ class PreparedData:
         strides: modality key -> projection stride of its encoder (docs/design.md §4.1).
         train, validation: batched `(inputs, label)` source splits.
         tests: each target's test split as `(inputs, label, id)` batches, in `targets` order.
+        new_train: builds `train` again, with a shuffle of its own. A shuffle's order
+            depends on the iterators already made of it, so each run reads a new one and
+            trains the same whether or not other runs came before it in the process.
     """
 
     sources: list[Source]
@@ -46,6 +51,7 @@ class PreparedData:
     train: tf.data.Dataset
     validation: tf.data.Dataset
     tests: list[tf.data.Dataset]
+    new_train: Callable[[], tf.data.Dataset]
 
     @property
     def target(self) -> Source:
@@ -118,7 +124,8 @@ def prepare_data(config: Config) -> PreparedData:
         )
 
     indexed_sources = list(enumerate(sources))
-    train = batch(
+    new_train = functools.partial(
+        batch,
         examples("train", indexed_sources),
         config.batch_size,
         shuffle_buffer=config.shuffle_buffer,
@@ -135,9 +142,10 @@ def prepare_data(config: Config) -> PreparedData:
         modalities=modalities,
         dims=dims,
         strides=strides,
-        train=train,
+        train=new_train(),
         validation=validation,
         tests=tests,
+        new_train=new_train,
     )
 
 
