@@ -22,15 +22,16 @@ import sys
 import pytest
 
 from midg_keras.export import next_version
+from midg_keras.training import resume
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPOCHS = 4
+EPOCHS = 3
 # (point, 0-based epoch) of each kill, in order; each start resumes the previous one's backup.
 KILLS = (("train_batch", 1), ("validation", 2), ("torn_backup", 2))
 OUTPUTS = ("history.csv", "metrics.json", os.path.join("predictions", "test.csv"))
 
-# argv: workdir, source, kill point ("none", or a KILLS point), kill epoch.
+# argv: workdir, source, epochs, kill point ("none", or a KILLS point), kill epoch.
 TRAIN_WORKER = r"""
 import os, signal, sys
 import tensorflow as tf
@@ -40,7 +41,8 @@ import keras
 from midg_keras.config import Config
 from midg_keras.training import experiment, resume, trainer
 
-workdir, source, point, kill_epoch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+workdir, source, epochs, point, kill_epoch = sys.argv[1:]
+epochs, kill_epoch = int(epochs), int(kill_epoch)
 
 
 def die():
@@ -74,28 +76,28 @@ def tearing_save_weights(self, filepath, *args, **kwargs):
 keras.Model.save_weights = tearing_save_weights
 config = Config(
     source=source, modalities="t", hidden_dim=8, num_heads=2, num_experts=2, batch_size=8,
-    epochs=int(os.environ["FAULT_EPOCHS"]), patience=0, seed=5, deterministic=True, verbose=0,
+    epochs=epochs, patience=0, seed=5, deterministic=True, verbose=0,
     workdir=workdir,
 ).validate()
 experiment.run(config, log=lambda _: None)
 """
 
-# argv: workdir, export_dir. Killed once the SavedModel is written, before it is published.
+# argv: workdir, export_dir. Killed once the SavedModel is written, as it is to be renamed.
 EXPORT_WORKER = r"""
 import os, signal, sys
-import keras
 from midg_keras.config import Config
 from midg_keras.export import export_workdir
 
-write_out = keras.export.ExportArchive.write_out
+rename = os.rename
 
 
-def write_out_then_die(self, *args, **kwargs):
-    write_out(self, *args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
+def die_before_publishing(source, target):
+    if os.path.basename(source).startswith(".tmp-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(source, target)
 
 
-keras.export.ExportArchive.write_out = write_out_then_die
+os.rename = die_before_publishing
 export_workdir(Config(workdir=sys.argv[1], export_dir=sys.argv[2]), log=lambda _: None)
 """
 
@@ -104,7 +106,6 @@ def _start(script, *args):
     env = dict(
         os.environ,
         PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        FAULT_EPOCHS=str(EPOCHS),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     return subprocess.Popen(
@@ -134,32 +135,35 @@ def faults(tmp_path_factory):
     write_pickle(make_fake_mmsa("mosi_unaligned", sizes=(24, 8, 8)), str(pickle_path))
     source = f"pickle:{pickle_path}"
     uninterrupted, killed, exports = root / "uninterrupted", root / "killed", root / "exports"
-    reference = _start(TRAIN_WORKER, uninterrupted, source, "none", -1)
-    chain = _start(TRAIN_WORKER, killed, source, *KILLS[0])
+    reference = _start(TRAIN_WORKER, uninterrupted, source, EPOCHS, "none", -1)
+    chain = _start(TRAIN_WORKER, killed, source, EPOCHS, *KILLS[0])
     _finish(reference, 0, "uninterrupted run")
     export = _start(EXPORT_WORKER, uninterrupted, exports)  # while the chain goes on
     states = []
     for index, (point, epoch) in enumerate(KILLS):
         _finish(chain, -signal.SIGKILL, f"run killed at {point} of epoch {epoch}")
-        states.append(_backed_up_epoch(killed))
+        states.append((_backed_up_epoch(killed), _has_torn_weights(killed)))
         following = KILLS[index + 1] if index + 1 < len(KILLS) else ("none", -1)
-        chain = _start(TRAIN_WORKER, killed, source, *following)
+        chain = _start(TRAIN_WORKER, killed, source, EPOCHS, *following)
     _finish(chain, 0, "run resumed after the last kill")
     _finish(export, -signal.SIGKILL, "export killed before publishing")
     return uninterrupted, killed, exports, states
 
 
 def _backed_up_epoch(workdir):
-    path = os.path.join(workdir, "backup", "training_metadata.json")
-    with open(path) as f:
+    with open(os.path.join(workdir, "backup", resume.BACKUP_METADATA)) as f:
         return json.load(f)["epoch"]
+
+
+def _has_torn_weights(workdir):
+    return os.path.exists(os.path.join(workdir, "backup", resume.PENDING_WEIGHTS))
 
 
 def test_each_kill_left_the_last_whole_epochs_backup(faults):
     _, _, _, states = faults
     # train_batch in epoch 1: epoch 0 backed up; validation of epoch 2: epochs 0-1; torn
     # backup write at the end of epoch 2: the commit never happened, epochs 0-1 stand.
-    assert states == [1, 2, 2]
+    assert states == [(1, False), (2, False), (2, True)]
 
 
 def test_run_killed_three_times_ends_as_the_uninterrupted_run(faults):
@@ -179,5 +183,6 @@ def test_killed_export_publishes_no_version(faults):
     assert not [entry for entry in entries if entry.isdigit()], entries
     (staging,) = entries  # the SavedModel was written, under a name TF Serving skips
     assert staging.startswith(".tmp-1-")
-    assert os.path.exists(exports / staging / "saved_model.pb")
+    for name in ("saved_model.pb", "assets.extra/midg_export.json"):
+        assert os.path.exists(exports / staging / name), name
     assert next_version(str(exports)) == 1
