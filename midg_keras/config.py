@@ -234,7 +234,8 @@ class Config:
     overwrite: bool = _field(
         False,
         "Train into a --workdir that holds a finished run (or an interrupted one with other "
-        "flags) by deleting that run's outputs first; without it such a workdir is refused.",
+        "flags): the outputs of this command's runs (its models x seeds) and results.md are "
+        "deleted first; other files and runs stay. Without it such a workdir is refused.",
     )
     export_dir: str = _field("", "SavedModel export root (`<export_dir>/<version>/`).")
     export_version: int = _field(0, "SavedModel version (0 = next free one).")

@@ -192,26 +192,21 @@ def test_restart_keeps_finished_runs_and_trains_the_rest(experiment_dir, tmp_pat
     assert "| ERM + same perturbation |" in after["results.md"].decode()
 
 
-def test_overwrite_replaces_a_finished_run(experiment_dir, tmp_path):
-    config, _, _ = experiment_dir
+def test_overwrite_retrains_its_own_runs_only(experiment_dir, tmp_path):
+    config, _, before = experiment_dir
     workdir = tmp_path / "run"
     shutil.copytree(config.workdir, workdir)
+    (workdir / "evaluations").mkdir()
     (workdir / "notes.txt").write_text("mine")
-    single = config.replace(workdir=str(workdir), seeds="", baselines="", overwrite=True)
-    _quiet(single)
-    assert sorted(os.listdir(workdir)) == sorted(
-        [
-            "config.json",
-            "history.csv",
-            "logs",
-            "metrics.json",
-            "model.keras",
-            "notes.txt",  # not an output: kept
-            "plots",
-            "predictions",
-            "results.md",
-        ]
-    )
+    # ERM on seed 2 again: its run and the summary are replaced, the other runs stay.
+    _quiet(config.replace(workdir=str(workdir), seeds="2,3", baselines="", overwrite=True))
+    after = _snapshot(workdir)
+    assert after["notes.txt"] == b"mine" and not (workdir / "evaluations").exists()
+    for name in ("seed_1/model.keras", "baselines/erm_shift/seed_2/model.keras"):
+        assert after[name] == before[name], name
+    assert "seed_3/model.keras" in after
+    assert json.loads(after["metrics.json"])["seeds"] == [2, 3]
+    assert "| ERM + same perturbation |" not in after["results.md"].decode()
 
 
 def test_evaluate_scores_every_run_into_its_own_folder(experiment_dir, tmp_path):

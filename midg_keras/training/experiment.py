@@ -66,7 +66,7 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
         return evaluate(config, log)
     with workdir_lock(distribute.worker_workdir(config.workdir, config, strategy)):
         if config.overwrite:
-            clear_outputs(config.workdir)
+            _clear_runs(config)
         finished = _finished_runs(config)
         results = {name: [] for name in config.model_list()}
         data = None
@@ -98,6 +98,18 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
             )
         _write_summary(config.workdir, config.source, config.seed_list(), families, results, log)
     return results
+
+
+def _clear_runs(config: Config):
+    """`--overwrite`: deletes the outputs of this command's runs and the experiment summary.
+
+    Runs of other models or seeds in the workdir stay (benchmarks/dg retrains MIDG beside
+    the baselines of an earlier run this way).
+    """
+    for seed in config.seed_list():
+        for name in config.model_list():
+            clear_outputs(run_workdir(config, name, seed))
+    clear_outputs(config.workdir, (RESULTS_FILE, trainer.METRICS_FILE, EVALUATIONS_DIR))
 
 
 def _finished_runs(config: Config) -> dict:

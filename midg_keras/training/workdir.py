@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import errno
 import fcntl
-import glob
 import json
 import os
 import shutil
@@ -41,19 +40,18 @@ RESULT_NEUTRAL_FLAGS = frozenset(
         "search_space",
     }
 )
-# What a run or an experiment writes into its folder; `--overwrite` deletes these only.
+# What one run (one model, one seed) writes into its folder; `--overwrite` deletes these
+# (and the experiment's summary) and nothing else.
 RUN_OUTPUTS = (
     "config.json",
     "history.csv",
     "metrics.json",
-    "results.md",
     "model.keras",
+    "model.partial.keras",
     "predictions",
     "plots",
     "logs",
     "backup",
-    "baselines",
-    "evaluations",
 )
 
 
@@ -159,11 +157,10 @@ def differing_flags(saved_json: str, config: Config) -> list[str]:
     ]
 
 
-def clear_outputs(workdir: str):
-    """Deletes what runs wrote into `workdir` (`RUN_OUTPUTS`, `seed_<n>/`); nothing else."""
-    paths = [os.path.join(workdir, name) for name in RUN_OUTPUTS]
-    paths += glob.glob(os.path.join(workdir, "seed_*"))
-    for path in paths:
+def clear_outputs(folder: str, names=RUN_OUTPUTS):
+    """Deletes the entries `names` of `folder` (run outputs by default); nothing else."""
+    for name in names:
+        path = os.path.join(folder, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         elif os.path.lexists(path):
