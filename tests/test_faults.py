@@ -1,12 +1,13 @@
 """Faults during long work (docs/design.md §8, §10): SIGKILL at chosen points, then resume.
 
-One tiny text-only MIDG run is killed three times, each time at another point, and
-restarted on the same workdir after each kill: in the middle of a training epoch, in the
-middle of Keras' validation pass, and while the backup's weights are half written (the
-file is cut in half before the kill, as a torn write leaves it). The fourth start must end
-with exactly the history, metrics and predictions of a run that was never interrupted
-(`--deterministic`; that two uninterrupted runs are bit-identical is tests/test_resume.py's
-check). An export killed after writing its SavedModel but before publishing it must leave
+A tiny text-only experiment, ERM with MIDG as its baseline, is killed three times during
+MIDG's training, each time at another point, and restarted on the same workdir after each
+kill: in the middle of a training epoch, in the middle of Keras' validation pass, and
+while the backup's weights are half written (the file is cut in half before the kill, as
+a torn write leaves it). The restarts keep the finished ERM run and resume MIDG; the fourth
+start must end with exactly the histories, metrics, predictions and results.md of an
+experiment that was never interrupted (`--deterministic`; that two uninterrupted runs are
+bit-identical is tests/test_resume.py's check). An export killed after writing its SavedModel but before publishing it must leave
 no version TF Serving would load.
 
 The kill points are callbacks and wrappers installed by the worker script below, in the
@@ -29,7 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
 # (point, 0-based epoch) of each kill, in order; each start resumes the previous one's backup.
 KILLS = (("train_batch", 1), ("validation", 2), ("torn_backup", 2))
-OUTPUTS = ("history.csv", "metrics.json", os.path.join("predictions", "test.csv"))
+RUN_OUTPUTS = ("history.csv", "metrics.json", os.path.join("predictions", "test.csv"))
+MIDG_RUN = os.path.join("baselines", "midg")
 
 # argv: workdir, source, epochs, kill point ("none", or a KILLS point), kill epoch.
 TRAIN_WORKER = r"""
@@ -50,32 +52,35 @@ def die():
 
 
 class KillAtPoint(trainer.StopOnNonFiniteLoss):
+    def at(self, wanted):
+        return point == wanted and self.model.name == "midg" and self.epoch == kill_epoch
+
     def on_train_batch_begin(self, batch, logs=None):
-        if point == "train_batch" and self.epoch == kill_epoch and batch == 1:
+        if self.at("train_batch") and batch == 1:
             die()
 
     def on_test_batch_begin(self, batch, logs=None):
-        if point == "validation" and self.epoch == kill_epoch and batch == 0:
+        if self.at("validation") and batch == 0:
             die()
 
 
-KILLER = KillAtPoint()  # one fit per process
+KILLER = KillAtPoint()  # set_model() by each fit, before the fit's first batch
 trainer.StopOnNonFiniteLoss = lambda: KILLER
 save_weights = keras.Model.save_weights
 
 
 def tearing_save_weights(self, filepath, *args, **kwargs):
     save_weights(self, filepath, *args, **kwargs)
-    if point == "torn_backup" and filepath.endswith(resume.PENDING_WEIGHTS):
-        if KILLER.epoch == kill_epoch:
-            with open(filepath, "r+b") as f:
-                f.truncate(os.path.getsize(filepath) // 2)
-            die()
+    if filepath.endswith(resume.PENDING_WEIGHTS) and KILLER.at("torn_backup"):
+        with open(filepath, "r+b") as f:
+            f.truncate(os.path.getsize(filepath) // 2)
+        die()
 
 
 keras.Model.save_weights = tearing_save_weights
 config = Config(
-    source=source, modalities="t", hidden_dim=8, num_heads=2, num_experts=2, batch_size=8,
+    source=source, model="erm", baselines="midg", modalities="t", hidden_dim=8, num_heads=2,
+    num_experts=2, batch_size=8,
     epochs=epochs, patience=0, seed=5, deterministic=True, verbose=0,
     workdir=workdir,
 ).validate()
@@ -142,11 +147,14 @@ def faults(tmp_path_factory):
     states = []
     for index, (point, epoch) in enumerate(KILLS):
         _finish(chain, -signal.SIGKILL, f"run killed at {point} of epoch {epoch}")
-        states.append((_backed_up_epoch(killed), _has_torn_weights(killed)))
+        if not index:
+            erm_model = _read(killed, "model.keras")  # finished before MIDG started
+        states.append((_backed_up_epoch(killed / MIDG_RUN), _has_torn_weights(killed / MIDG_RUN)))
         following = KILLS[index + 1] if index + 1 < len(KILLS) else ("none", -1)
         chain = _start(TRAIN_WORKER, killed, source, EPOCHS, *following)
     _finish(chain, 0, "run resumed after the last kill")
     _finish(export, -signal.SIGKILL, "export killed before publishing")
+    assert _read(killed, "model.keras") == erm_model, "the finished ERM run was trained again"
     return uninterrupted, killed, exports, states
 
 
@@ -166,15 +174,17 @@ def test_each_kill_left_the_last_whole_epochs_backup(faults):
     assert states == [(1, False), (2, False), (2, True)]
 
 
-def test_run_killed_three_times_ends_as_the_uninterrupted_run(faults):
+def test_experiment_killed_three_times_ends_as_the_uninterrupted_one(faults):
     uninterrupted, killed, _, _ = faults
-    for name in OUTPUTS:
+    outputs = ["results.md"]
+    outputs += [os.path.join(run, name) for run in ("", MIDG_RUN) for name in RUN_OUTPUTS]
+    for name in outputs:
         assert _read(killed, name) == _read(uninterrupted, name), name
-    history = _read(killed, "history.csv").decode().splitlines()
+    history = _read(killed / MIDG_RUN, "history.csv").decode().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(EPOCHS)]
-    leftovers = [name for name in os.listdir(killed) if name.startswith("backup")]
+    leftovers = [name for name in os.listdir(killed / MIDG_RUN) if name.startswith("backup")]
     assert leftovers == [], leftovers
-    assert not os.path.exists(killed / "model.partial.keras")
+    assert not os.path.exists(killed / MIDG_RUN / "model.partial.keras")
 
 
 def test_killed_export_publishes_no_version(faults):

@@ -69,7 +69,6 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
             _clear_runs(config)
         finished = _finished_runs(config)
         results = {name: [] for name in config.model_list()}
-        data = None
         for seed in config.seed_list():
             seeded = config.replace(seed=seed)
             data = None  # the previous seed's arrays go before the next seed's are read
@@ -81,13 +80,11 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
                 workdir = run_workdir(config, name, seed)
                 if (name, seed) in finished:
                     log(f"[{name}] seed {seed}: finished in {workdir}, kept")
-                    metrics = finished[(name, seed)]
-                else:
-                    log(f"[{name}] seed {seed} -> {workdir}")
-                    metrics = trainer.train(
-                        seeded, data, workdir, model_name=name, strategy=strategy
-                    )
-                _log_scores(name, seed, metrics, log)
+                    results[name].append(finished[(name, seed)])
+                    continue
+                log(f"[{name}] seed {seed} -> {workdir}")
+                metrics = trainer.train(seeded, data, workdir, model_name=name, strategy=strategy)
+                _log_scores(name, seed, data, metrics, log)
                 results[name].append(metrics)
         if data is not None:
             families = {target.name: target.family for target in data.targets}
@@ -182,7 +179,7 @@ def evaluate(config: Config, log=print) -> dict:
                 log(f"[{name}] seed {seed}: {run_dir} -> {output}")
                 model = keras.saving.load_model(os.path.join(run_dir, MODEL_FILE))
                 metrics = trainer.evaluate(model, data, output)
-                _log_scores(name, seed, metrics, log)
+                _log_scores(name, seed, data, metrics, log)
                 results[name].append(metrics)
             seeds.append(seed)
         if not seeds:
@@ -225,14 +222,10 @@ def _is_finished(run_dir):
     )
 
 
-def _log_scores(name, seed, metrics, log):
-    for target, scores in metrics["test_by_target"].items():
-        log(f"[{name}] seed {seed} test {target}: {_headline(scores, _family_of(scores))}")
-
-
-def _family_of(scores):
-    """The metric family a scores dict was computed in (SIMS has its own keys)."""
-    return "sims" if "Mult_acc_2" in scores else "mosi"
+def _log_scores(name, seed, data, metrics, log):
+    for target in data.targets:
+        scores = metrics["test_by_target"][target.name]
+        log(f"[{name}] seed {seed} test {target.name}: {_headline(scores, target.family)}")
 
 
 def _headline(metrics, family):
