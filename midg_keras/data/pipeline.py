@@ -87,10 +87,21 @@ def target_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
-def prepare_data(config: Config) -> PreparedData:
-    """Opens the configured sources/targets, checks them against each other, batches them."""
-    modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
-    modalities = [key for key in MODALITY_KEYS if key in modalities]
+@dataclasses.dataclass
+class OpenedSources:
+    """The opened source and target datasets of a run: what all its seeds share.
+
+    Opening reads a pickle into memory (MOSEI: gigabytes); a multi-seed experiment opens
+    once and batches per seed (`prepare_data(config, opened)`), so the arrays are never
+    held twice.
+    """
+
+    sources: list[Source]
+    targets: list[Source]
+
+
+def open_sources(config: Config) -> OpenedSources:
+    """Opens `--source` and `--target` (a target that is also a source is opened once)."""
     source_specs = parse_sources(config.source, "source")
     sources = [open_source(spec, config, label_csv=config.label_csv) for spec in source_specs]
     # A target that is also a source (its in-domain test split) is not read twice: on MOSEI
@@ -102,6 +113,19 @@ def prepare_data(config: Config) -> PreparedData:
     ]
     targets = targets or sources[:1]
     _check_target_names(targets)
+    return OpenedSources(sources=sources, targets=targets)
+
+
+def prepare_data(config: Config, opened: OpenedSources | None = None) -> PreparedData:
+    """Checks the sources against each other and batches them for `config`'s seed.
+
+    `opened` (`open_sources(config)`) reuses datasets already opened with the same data
+    flags; without it the sources are opened here.
+    """
+    modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
+    modalities = [key for key in MODALITY_KEYS if key in modalities]
+    opened = opened or open_sources(config)
+    sources, targets = opened.sources, opened.targets
     dims = {key: sources[0].dims[key] for key in modalities}
     for other in sources[1:] + [target for target in targets if target is not sources[0]]:
         check_dims(sources[0], other, modalities, config.harmonize)

@@ -14,7 +14,7 @@ metrics reused, an interrupted run resumes from its backup, the rest are trained
 the training outputs.
 """
 
-import gc
+import contextlib
 import glob
 import json
 import os
@@ -24,7 +24,7 @@ import keras
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
 from midg_keras.constants import MODEL_FILE
-from midg_keras.data.pipeline import prepare_data, target_slug
+from midg_keras.data.pipeline import open_sources, prepare_data, target_slug
 from midg_keras.training import distribute, report, runtime, trainer
 from midg_keras.training.workdir import (
     WorkdirError,
@@ -64,18 +64,22 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
     """
     if evaluate_only:
         return evaluate(config, log)
-    with workdir_lock(distribute.worker_workdir(config.workdir, config, strategy)):
-        if config.overwrite:
+    # Under multiworker only the chief writes the shared workdir (distribute.worker_workdir):
+    # it alone locks and clears it; every worker makes the same choice of runs to train.
+    chief = distribute.is_chief(config, strategy)
+    with workdir_lock(config.workdir) if chief else contextlib.nullcontext():
+        if config.overwrite and chief:
             _clear_runs(config)
-        finished = _finished_runs(config)
+        finished = {} if config.overwrite else _finished_runs(config)
         results = {name: [] for name in config.model_list()}
+        opened = None  # opened once, by the first seed with a run to train
         for seed in config.seed_list():
             seeded = config.replace(seed=seed)
-            data = None  # the previous seed's arrays go before the next seed's are read
-            gc.collect()
+            data = None
             if any((name, seed) not in finished for name in results):
                 runtime.seed_everything(seeded)  # the pipeline's shuffle draws from it too
-                data = prepare_data(seeded)
+                opened = opened or open_sources(config)
+                data = prepare_data(seeded, opened)
             for name in results:
                 workdir = run_workdir(config, name, seed)
                 if (name, seed) in finished:
@@ -93,7 +97,8 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
             families = _recorded_families(
                 run_workdir(config, config.model, last_seed), results[config.model][-1]
             )
-        _write_summary(config.workdir, config.source, config.seed_list(), families, results, log)
+        summary_dir = distribute.worker_workdir(config.workdir, config, strategy)
+        _write_summary(summary_dir, config.source, config.seed_list(), families, results, log)
     return results
 
 
@@ -162,7 +167,7 @@ def evaluate(config: Config, log=print) -> dict:
     folder = os.path.join(config.workdir, EVALUATIONS_DIR, target_slug(scored))
     with workdir_lock(config.workdir):
         results = {name: [] for name in trained.model_list()}
-        seeds, data = [], None
+        seeds, data, opened = [], None, None
         for seed in trained.seed_list():
             run_dirs = {name: run_workdir(trained, name, seed) for name in results}
             unfinished = [path for path in run_dirs.values() if not _is_finished(path)]
@@ -170,10 +175,9 @@ def evaluate(config: Config, log=print) -> dict:
                 log(f"seed {seed}: {', '.join(unfinished)} not finished, skipped")
                 continue
             seeded = trained.replace(seed=seed)
-            data = None
-            gc.collect()
             runtime.seed_everything(seeded)
-            data = prepare_data(seeded)
+            opened = opened or open_sources(trained)
+            data = prepare_data(seeded, opened)
             for name, run_dir in run_dirs.items():
                 output = run_workdir(trained.replace(workdir=folder), name, seed)
                 log(f"[{name}] seed {seed}: {run_dir} -> {output}")
