@@ -237,6 +237,12 @@ class Config:
 
     # Outputs.
     workdir: str = _field("runs/default", "Where every output of the run goes.")
+    overwrite: bool = _field(
+        False,
+        "Train into a --workdir that holds a finished run (or an interrupted one with other "
+        "flags): the outputs of this command's runs (its models x seeds) and results.md are "
+        "deleted first; other files and runs stay. Without it such a workdir is refused.",
+    )
     export_dir: str = _field("", "SavedModel export root (`<export_dir>/<version>/`).")
     export_version: int = _field(0, "SavedModel version (0 = next free one).")
 

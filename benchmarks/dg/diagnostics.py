@@ -13,6 +13,7 @@ Writes benchmarks/dg/results/diagnostics_<tag>.{json,md}.
 
 import argparse
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,9 @@ def main():
             *flags,
             *args.extra.split(),
         ]
-        os.makedirs(workdir, exist_ok=True)
+        # A rerun of a tag starts afresh; --overwrite would do it, but --repo may predate it.
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
         seconds = common.run_train(run_args, os.path.join(workdir, "train.log"), repo=args.repo)
         per_seed = common.per_seed_metrics(workdir)
         # The first build's runs have one target and no `test_by_target`.

@@ -47,6 +47,7 @@ def run_task(task: Task, workdir_root: str, models=MODELS) -> dict:
         f"--seeds={task.seeds}",
         f"--workdir={workdir}",
         "--verbose=0",
+        "--overwrite",  # the models it (re)trains; the others are kept
     ]
     # No model to train: only (re)write the report of runs already in the workdir.
     seconds = common.run_train(args, os.path.join(workdir, "train.log")) if models else 0.0

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -38,6 +39,9 @@ class PreparedData:
         strides: modality key -> projection stride of its encoder (docs/design.md §4.1).
         train, validation: batched `(inputs, label)` source splits.
         tests: each target's test split as `(inputs, label, id)` batches, in `targets` order.
+        new_train: builds `train` again, with a shuffle of its own. A shuffle's order
+            depends on the iterators already made of it, so each run reads a new one and
+            trains the same whether or not other runs came before it in the process.
     """
 
     sources: list[Source]
@@ -48,6 +52,7 @@ class PreparedData:
     train: tf.data.Dataset
     validation: tf.data.Dataset
     tests: list[tf.data.Dataset]
+    new_train: Callable[[], tf.data.Dataset]
 
     @property
     def target(self) -> Source:
@@ -151,26 +156,28 @@ def prepare_data(config: Config, opened: OpenedSources | None = None) -> Prepare
         return _concatenate(per_source(split, chosen, with_ids))
 
     indexed_sources = list(enumerate(sources))
-    if config.shuffle_buffer and all(source.shuffled for source in sources):
-        # In-memory sources shuffle by index, in place (no buffer of copies: on MOSEI a
-        # 20 000-example buffer is a second 6 GB copy of the training set).
-        shuffled = per_source("train", indexed_sources, seed=config.seed)
-        counts = [source.num_examples["train"] for source in sources]
-        train = (
-            shuffled[0]
-            if len(shuffled) == 1
-            else tf.data.Dataset.sample_from_datasets(
-                shuffled, weights=[n / sum(counts) for n in counts], seed=config.seed
+
+    def new_train():
+        if config.shuffle_buffer and all(source.shuffled for source in sources):
+            # In-memory sources shuffle by index, in place (no buffer of copies: on MOSEI a
+            # 20 000-example buffer is a second 6 GB copy of the training set).
+            shuffled = per_source("train", indexed_sources, seed=config.seed)
+            counts = [source.num_examples["train"] for source in sources]
+            train = (
+                shuffled[0]
+                if len(shuffled) == 1
+                else tf.data.Dataset.sample_from_datasets(
+                    shuffled, weights=[n / sum(counts) for n in counts], seed=config.seed
+                )
             )
-        )
-        train = batch(train, config.batch_size)
-    else:
-        train = batch(
+            return batch(train, config.batch_size)
+        return batch(
             examples("train", indexed_sources),
             config.batch_size,
             shuffle_buffer=_shuffle_buffer(config, sources),
             seed=config.seed,
         )
+
     validation = batch(examples("validation", indexed_sources), config.batch_size)
     tests = [
         batch(examples("test", [(0, target)], with_ids=True), config.batch_size)
@@ -182,9 +189,10 @@ def prepare_data(config: Config, opened: OpenedSources | None = None) -> Prepare
         modalities=modalities,
         dims=dims,
         strides=strides,
-        train=train,
+        train=new_train(),
         validation=validation,
         tests=tests,
+        new_train=new_train,
     )
 
 

@@ -257,7 +257,8 @@ def export_model(
     version = version or next_version(export_dir)
     target = _check_free(export_dir, version)
     os.makedirs(export_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    # Not numeric, so TF Serving never loads it; the pid tells whose leftover it is.
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-", dir=export_dir)
     try:
         archive = keras.export.ExportArchive()
         # The model's variables, not the model: `track(model)` also walks every sublayer

@@ -9,12 +9,14 @@ accuracies and F1 in percent with 2 decimals, MAE with 4 and Corr with 3 decimal
 
 import collections
 import csv
+import io
 import math
 import os
 
 import numpy as np
 
 from midg_keras import metrics as metrics_lib
+from midg_keras.training.workdir import atomic_write
 
 _PREDICTIONS_HEADER = ("id", "label", "prediction")
 # The paper's metric columns; `metrics.HEADLINE_KEYS` maps them to each family's MMSA keys.
@@ -228,7 +230,7 @@ def write_predictions_csv(path, ids, labels, predictions):
     """Writes `id,label,prediction`, one row per sample, floats in shortest exact form.
 
     Values keep their dtype's shortest round-trip text (float32 stays float32-exact).
-    The parent folder is created when missing.
+    The parent folder is created when missing; the file is replaced atomically.
     """
     ids = [str(i.decode() if isinstance(i, bytes) else i) for i in ids]
     labels = _as_float_vector(labels)
@@ -238,14 +240,12 @@ def write_predictions_csv(path, ids, labels, predictions):
             f"write_predictions_csv({path!r}): {len(ids)} ids, {labels.size} labels and "
             f"{predictions.size} predictions; give one of each per sample."
         )
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(_PREDICTIONS_HEADER)
-        for sample_id, label, prediction in zip(ids, labels, predictions):
-            writer.writerow((sample_id, str(label), str(prediction)))
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(_PREDICTIONS_HEADER)
+    for sample_id, label, prediction in zip(ids, labels, predictions):
+        writer.writerow((sample_id, str(label), str(prediction)))
+    atomic_write(os.fspath(path), text.getvalue())
 
 
 def read_predictions_csv(path, dtype=np.float32):

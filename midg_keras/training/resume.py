@@ -7,21 +7,35 @@ in the shuffled data stream, nor the model-selection state of
 `resume_state` reads the backed-up epoch and the validation history so the trainer can skip
 the data already seen and restore the selection state. Together a run killed mid-epoch ends
 exactly as an uninterrupted one (tests/test_resume.py).
+
+A kill can also land while a checkpoint is being written. Keras writes the backup's weights
+and then its epoch in place, so a kill between or during the two leaves torn weights or
+weights of one epoch labelled with the previous one. `ResumableBackup` commits an epoch in
+two phases instead (`_commit`, `recover_backup`), and `AtomicModelCheckpoint` renames a
+finished `model.keras` into place (tests/test_faults.py).
 """
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
 
 from midg_keras import keras_compat
+from midg_keras.training.workdir import atomic_write
 
-BACKUP_METADATA = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
+BACKUP_METADATA = "training_metadata.json"  # read by keras.callbacks.BackupAndRestore
+BACKUP_WEIGHTS = "latest.weights.h5"  # read by keras.callbacks.BackupAndRestore
 RANDOM_STATE_FILE = "random_state_epoch{epoch}.npz"
+# An epoch's backup before its commit: weights first, then the metadata naming its epoch.
+PENDING_WEIGHTS = "pending.weights.h5"
+PENDING_METADATA = "pending_metadata.json"
 
 
 @dataclasses.dataclass
@@ -50,6 +64,7 @@ def resume_state(backup_dir: str, history_path: str, monitor: str) -> ResumeStat
     `history.csv` may hold one row more than the backup (killed between the two
     writes): rows past the backed-up epoch are dropped, since those epochs rerun.
     """
+    recover_backup(backup_dir)
     metadata_path = os.path.join(backup_dir, BACKUP_METADATA)
     if not os.path.exists(metadata_path):
         return ResumeState()
@@ -59,11 +74,12 @@ def resume_state(backup_dir: str, history_path: str, monitor: str) -> ResumeStat
     if os.path.exists(history_path):
         with open(history_path, newline="") as f:
             rows = list(csv.DictReader(f))[:epoch]
-        with open(history_path, "w", newline="") as f:
-            if rows:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+        text = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        atomic_write(history_path, text.getvalue())
     values = [float(row[monitor]) for row in rows if row.get(monitor) not in (None, "")]
     if not values:
         return ResumeState(epoch=epoch)
@@ -71,13 +87,41 @@ def resume_state(backup_dir: str, history_path: str, monitor: str) -> ResumeStat
     return ResumeState(epoch=epoch, best=values[best_epoch], best_epoch=best_epoch)
 
 
+def recover_backup(backup_dir: str):
+    """Finishes or undoes an epoch commit that a kill interrupted (see `_commit`).
+
+    Pending metadata without pending weights means the weights were already renamed into
+    place: the commit is completed. Otherwise the pending files are dropped and the
+    previous epoch's backup stands. Leftovers of a backup being deleted go too.
+    """
+    for leftover in _deleted_backups(backup_dir):
+        shutil.rmtree(leftover, ignore_errors=True)
+    pending_weights = os.path.join(backup_dir, PENDING_WEIGHTS)
+    pending_metadata = os.path.join(backup_dir, PENDING_METADATA)
+    if os.path.exists(pending_metadata) and not os.path.exists(pending_weights):
+        os.replace(pending_metadata, os.path.join(backup_dir, BACKUP_METADATA))
+    for path in (pending_weights, pending_metadata):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _deleted_backups(backup_dir):
+    parent = os.path.dirname(os.path.abspath(backup_dir))
+    prefix = os.path.basename(backup_dir) + ".deleting-"
+    if not os.path.isdir(parent):
+        return []
+    return [os.path.join(parent, name) for name in os.listdir(parent) if name.startswith(prefix)]
+
+
 class ResumableBackup(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` that also backs up the RNG state of dropout and sampling.
 
     The state of every `keras.random.SeedGenerator` of the model is written to
-    `random_state_epoch<N>.npz` before Keras commits epoch N (its metadata file), and
-    restored with the weights, so a resumed run draws the same dropout masks and
-    Gaussian samples as an uninterrupted one.
+    `random_state_epoch<N>.npz` before epoch N is committed, and restored with the
+    weights, so a resumed run draws the same dropout masks and Gaussian samples as an
+    uninterrupted one. Epochs are committed in two phases (`_commit`) and the finished
+    backup is renamed away before it is deleted, so a kill at any point leaves one whole
+    epoch's backup or none.
 
     Args:
         backup_dir: the backup folder.
@@ -116,11 +160,38 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             f"state_{index}": np.asarray(keras.ops.convert_to_numpy(generator.state.value))
             for index, generator in enumerate(keras_compat.seed_generators(self.model))
         }
-        np.savez(os.path.join(self.backup_dir, RANDOM_STATE_FILE.format(epoch=epoch + 1)), **states)
-        super().on_epoch_end(epoch, logs)
+        random_state = os.path.join(self.backup_dir, RANDOM_STATE_FILE.format(epoch=epoch + 1))
+        staged = os.path.join(
+            self.backup_dir, f".staged_{RANDOM_STATE_FILE.format(epoch=epoch + 1)}"
+        )
+        np.savez(staged, **states)
+        os.replace(staged, random_state)
+        self._commit(epoch + 1)
         stale = os.path.join(self.backup_dir, RANDOM_STATE_FILE.format(epoch=epoch))
         if os.path.exists(stale):
             os.remove(stale)
+
+    def _commit(self, epoch):
+        """Backs up `epoch` so that a kill at any point leaves it or the previous one whole.
+
+        Phase 1 writes the weights and the metadata under pending names; phase 2 renames
+        the weights, then the metadata, into Keras' names. `recover_backup` completes a
+        commit killed between the two renames and drops one killed before them.
+        """
+        pending_weights = os.path.join(self.backup_dir, PENDING_WEIGHTS)
+        pending_metadata = os.path.join(self.backup_dir, PENDING_METADATA)
+        self.model.save_weights(pending_weights, overwrite=True)
+        atomic_write(pending_metadata, json.dumps({"epoch": epoch, "batch": 0}))
+        os.replace(pending_weights, os.path.join(self.backup_dir, BACKUP_WEIGHTS))
+        os.replace(pending_metadata, os.path.join(self.backup_dir, BACKUP_METADATA))
+
+    def on_train_end(self, logs=None):
+        """Deletes the backup: renamed away first, so a kill mid-deletion leaves none."""
+        if not os.path.exists(self.backup_dir):
+            return
+        deleting = f"{os.path.abspath(self.backup_dir)}.deleting-{os.getpid()}"
+        os.rename(self.backup_dir, deleting)
+        shutil.rmtree(deleting)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -136,3 +207,26 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best = self.resume.best
             self.best_epoch = self.resume.best_epoch
             self.wait = self.resume.epochs_since_best
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` whose file is written under another name and renamed into place.
+
+    A kill while Keras writes the zip leaves the previous best `model.keras` whole.
+
+    Args:
+        filepath: the checkpoint (`.keras`); the partial file is `<stem>.partial.keras`.
+        **kwargs: `ModelCheckpoint`'s.
+    """
+
+    def __init__(self, filepath, **kwargs):
+        stem, extension = os.path.splitext(filepath)
+        super().__init__(f"{stem}.partial{extension}", **kwargs)
+        self.final_path = filepath
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.filepath)  # a kill's leftover
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final_path)

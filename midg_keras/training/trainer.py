@@ -5,13 +5,13 @@ TensorBoard logs, the best `model.keras` (lowest source-validation `prediction_l
 `metrics.json` = {"valid": ..., "test": ..., "test_by_target": ...} with MMSA's keys, and
 `predictions/test_<target>.csv` (`id,label,prediction` on the target's native scale; the
 first target's also as `predictions/test.csv`). Target test splits are only ever scored,
-never used to select anything.
+never used to select anything. Every file is written atomically and `metrics.json` last,
+so a run with a `metrics.json` is finished (docs/design.md §8).
 """
 
 import json
 import math
 import os
-import shutil
 
 import keras
 
@@ -27,7 +27,15 @@ from midg_keras.training.callbacks import (
     ValidationMetrics,
 )
 from midg_keras.training.prediction import predict
-from midg_keras.training.resume import ResumableBackup, ResumableEarlyStopping, resume_state
+from midg_keras.training.resume import (
+    AtomicModelCheckpoint,
+    ResumableBackup,
+    ResumableEarlyStopping,
+    resume_state,
+)
+from midg_keras.training.workdir import atomic_copy, atomic_write
+
+METRICS_FILE = "metrics.json"
 
 
 class TrainingError(RuntimeError):
@@ -100,10 +108,11 @@ def fit(model, config: Config, data: PreparedData, callbacks=(), skip_epochs=0, 
 
     Every fit gets `fit_callbacks` before `callbacks`; `fit_kwargs` (e.g. keras-tuner's
     `epochs`, `verbose`) override `--epochs` and `--verbose`. Training reads one shuffled
-    stream for all epochs, so a resumed run skips exactly the batches of its `skip_epochs`.
+    stream for all epochs, a new one per fit (`PreparedData.new_train`), so a resumed run
+    skips exactly the batches of its `skip_epochs`.
     """
     steps = steps_per_epoch(config, data)
-    train_data = data.train.repeat()
+    train_data = data.new_train().repeat()
     if skip_epochs:
         train_data = train_data.skip(skip_epochs * steps)
     epochs = fit_kwargs.pop("epochs", None) or config.epochs
@@ -125,16 +134,17 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None, str
     `strategy` is `distribute.create_strategy(config)` (None without `--distribute`).
     """
     workdir = distribute.worker_workdir(workdir, config, strategy)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(data.run_config_json(config.replace(model=model_name or config.model)))
+    atomic_write(
+        os.path.join(workdir, "config.json"),
+        data.run_config_json(config.replace(model=model_name or config.model)),
+    )
     runtime.seed_everything(config)
     model = compiled_model(config, data, model_name, strategy)
     history_path = os.path.join(workdir, "history.csv")
     backup_dir = os.path.join(workdir, "backup")
     resume = resume_state(backup_dir, history_path, SELECTION_METRIC)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             os.path.join(workdir, MODEL_FILE),
             monitor=SELECTION_METRIC,
             mode="min",
@@ -160,10 +170,11 @@ def train(config: Config, data: PreparedData, workdir: str, model_name=None, str
 def evaluate(model, data: PreparedData, workdir: str) -> dict:
     """Scores the source validation split and every target's test split; writes the results.
 
-    Returns (and writes as `metrics.json`) {"valid": ..., "test": ..., "test_by_target":
+    Returns (and writes as `metrics.json`, last) {"valid": ..., "test": ..., "test_by_target":
     {target name: ...}}, where "test" is the first target's. Each target's predictions go to
     `predictions/test_<slug>.csv`, the first target's also to `predictions/test.csv`; the
-    training curves and predicted-vs-true scatter to `plots/` (`plots.write_run_plots`).
+    training curves (when `workdir` has a `history.csv`) and predicted-vs-true scatter to
+    `plots/` (`plots.write_run_plots`).
     """
     source = data.sources[0]
     results = {"valid": _score(model, data.validation, source, workdir, "valid")[0]}
@@ -175,11 +186,10 @@ def evaluate(model, data: PreparedData, workdir: str) -> dict:
         path = os.path.join(folder, f"test_{target_slug(target.name)}.csv")
         report.write_predictions_csv(path, ids, labels, predictions)
         prediction_files[target.name] = path
-    shutil.copyfile(prediction_files[data.target.name], os.path.join(folder, "test.csv"))
+    atomic_copy(prediction_files[data.target.name], os.path.join(folder, "test.csv"))
     results["test"] = results["test_by_target"][data.target.name]
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
     plots.write_run_plots(workdir, prediction_files)
+    atomic_write(os.path.join(workdir, METRICS_FILE), json.dumps(results, indent=2))
     return results
 
 
@@ -193,13 +203,3 @@ def _score(model, dataset, dataset_source, workdir, split_name):
         raise TrainingError(f"{split_name} predictions of {workdir} are unusable: {reason}.")
     scores = midg_metrics.metrics_for_family(dataset_source.family)(predictions, labels)
     return scores, ids, labels, predictions
-
-
-def evaluate_workdir(config: Config, data: PreparedData, workdir: str) -> dict:
-    """Reloads `workdir/model.keras` and recomputes (and rewrites) its metrics."""
-    path = os.path.join(workdir, MODEL_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist: train first (--mode=train --workdir={workdir})."
-        )
-    return evaluate(keras.saving.load_model(path), data, workdir)
