@@ -198,6 +198,8 @@ def timed_rate(passes, warmup_steps):
 
 def mult_child(args):
     os.environ.setdefault("TQDM_DISABLE", "1")
+    import logging
+
     import torch
     import torch.optim.lr_scheduler as lr_scheduler
 
@@ -219,6 +221,7 @@ def mult_child(args):
     from MMSA.utils import count_parameters, setup_seed
 
     mult_trainer.ReduceLROnPlateau = ReduceLROnPlateau  # bound at MMSA's import
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     config = get_config_regression("mult", args.dataset)
     config.update(
@@ -253,6 +256,7 @@ def mult_child(args):
         "batch_size": config["batch_size"],
         "epochs": len(timed.passes),
         "train_samples": len(loaders["train"].loader.dataset),
+        "test_samples": len(loaders["test"].dataset),
         "timed_samples": samples,
         "samples_per_second": round(samples / seconds, 2),
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -334,6 +338,7 @@ def midg_child(args):
         "batch_size": config.batch_size,
         "epochs": len(timer.passes),
         "train_samples": examples,
+        "test_samples": data.target.num_examples["test"],
         "timed_samples": samples,
         "samples_per_second": round(samples / seconds, 2),
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -486,7 +491,7 @@ def main():
         "data": description,
         "random_labels": not args.pickle,
         "train_samples": rows[0]["train_samples"],
-        "test_samples": args.eval_samples or ("64" if not args.pickle else "all"),
+        "test_samples": rows[0]["test_samples"],
         "epochs": args.epochs,
         "warmup_steps": args.warmup_steps,
         "threads": args.threads,
