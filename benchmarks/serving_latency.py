@@ -171,6 +171,62 @@ def make_request(batch, lengths, dims, seed=0):
     return inputs
 
 
+def profile_components(signature, request, calls, trace_dir):
+    """Op time per call of `signature`, by model component, from a TF profiler trace.
+
+    Ops are grouped by the first two name scopes inside the signature (e.g.
+    `midg/encoder_vision`); ops outside the model (the request checks, masks, output
+    checks) form `signature (checks, masks, outputs)`. Returns [(component, ms per call,
+    ops per call)], largest first, plus the per-call totals.
+    """
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tensors = {name: tf.constant(value) for name, value in request.items()}
+    for _ in range(5):
+        signature(**tensors)
+    tf.profiler.experimental.start(trace_dir)
+    for _ in range(calls):
+        signature(**tensors)["sentiment"].numpy()
+    tf.profiler.experimental.stop()
+    path = sorted(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "*.xplane.pb")))[-1]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    milliseconds, counts = collections.Counter(), collections.Counter()
+    host_call = 0.0
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if line.name == "python" and name == "signature_wrapper_serve":
+                    host_call += event.duration_ps / 1e9
+                if not name.startswith("StatefulPartitionedCall/") or ":" not in name:
+                    continue
+                scopes = name.split(":")[0].split("/")[1:-1]
+                if scopes and scopes[0].startswith(("midg", "erm")):
+                    component = "/".join(
+                        s.rsplit("_", 1)[0] if s[-1].isdigit() else s for s in scopes[:2]
+                    )
+                else:
+                    component = "signature (checks, masks, outputs)"
+                milliseconds[component] += event.duration_ps / 1e9
+                counts[component] += 1
+    rows = [
+        (component, ms / calls, counts[component] / calls)
+        for component, ms in milliseconds.most_common()
+    ]
+    totals = {
+        "op_ms_per_call": sum(milliseconds.values()) / calls,
+        "ops_per_call": sum(counts.values()) / calls,
+        "signature_call_ms": host_call / calls,
+    }
+    return rows, totals
+
+
 def percentile(values, q):
     import numpy as np
 
@@ -186,6 +242,7 @@ def main():
     parser.add_argument("--batch_calls", type=int, default=10)
     parser.add_argument("--rest_calls", type=int, default=30)
     parser.add_argument("--train_steps", type=int, default=0)
+    parser.add_argument("--profile_calls", type=int, default=50, help="0: no profile")
     parser.add_argument("--results", default=RESULTS_DIR)
     args = parser.parse_args()
 
@@ -258,6 +315,14 @@ def main():
                         timings[case][name].append(time.perf_counter() - t0)
                         cpu[case][name].append(time.process_time() - c0)
 
+        profile, profile_totals = [], {}
+        if args.profile_calls:
+            profile, profile_totals = profile_components(
+                signatures["export (as shipped)"],
+                cases["batch 1, stock padding (50/375/500)"],
+                args.profile_calls,
+                os.path.join(tmp, "trace"),
+            )
         lazy_refusals = check_refusals(signatures["export, checks format messages only on failure"])
 
         # Batch-64 throughput at the stock padding, as shipped and without checks.
@@ -333,6 +398,8 @@ def main():
         "batch": args.batch,
         "rest": rest,
         "lazy_check_refusals": lazy_refusals,
+        "profile": [list(row) for row in profile],
+        "profile_totals": profile_totals,
         "batch1_median_ms": shipped["median_ms"],
         "meets_5ms_target": shipped["median_ms"] <= TARGET_MS,
         "rows": rows,
@@ -372,6 +439,19 @@ def main():
             f"median {rest['median_ms']} ms, p90 {rest['p90_ms']} ms (HTTP + JSON in Python; "
             "TF Serving's C++ JSON parser is faster)."
         )
+    if profile:
+        lines += [
+            "",
+            f"Where a batch-1 call (stock padding, as shipped) spends its op time, from a TF "
+            f"profiler trace of {args.profile_calls} calls: "
+            f"{profile_totals['op_ms_per_call']:.2f} ms of ops ({profile_totals['ops_per_call']:.0f} "
+            f"ops) per call of {profile_totals['signature_call_ms']:.2f} ms (profiled, wall).",
+            "",
+            "| component | op ms per call | ops per call |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {c} | {ms:.3f} | {n:.0f} |" for c, ms, n in profile]
+        lines.append("")
     lines.append(
         "Lazy-message variant on bad requests: "
         + ", ".join(f"{k}: {v}" for k, v in lazy_refusals.items())
