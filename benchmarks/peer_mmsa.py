@@ -5,8 +5,9 @@ same number of CPU threads, and is then scored on the same test split:
 
 - MulT: MMSA 2.2.1 (PyPI `MMSA==2.2.1`) on PyTorch 2.13 (CPU), in a virtual environment this
   script creates (default ~/.cache/midg_peer_venv; `--venv`). Torch is installed first and
-  pinned, MMSA with `--no-deps`, then MMSA's other requirements with torch pinned, so pip
-  never resolves another (multi-GB CUDA) torch. MulT runs through MMSA's own pieces
+  pinned, MMSA with `--no-deps`, then MMSA's other requirements
+  (benchmarks/requirements-peer.txt) with torch pinned, so pip never resolves another
+  (multi-GB CUDA) torch. MulT runs through MMSA's own pieces
   (`get_config_regression`, `MMDataLoader`, `AMIO`, `ATIO`'s MulT trainer and its `do_test`)
   with MMSA's MOSI defaults (batch 16); `MMSA_run` itself is bypassed (see "MMSA on CPU").
 - MIDG: the library path `train.py --mode=train` takes (`prepare_data` -> `compiled_model` ->
@@ -63,16 +64,8 @@ RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
 DEFAULT_VENV = os.path.join(os.path.expanduser("~"), ".cache", "midg_peer_venv")
 TORCH = "torch==2.13.0"
 MMSA = "MMSA==2.2.1"
-# MMSA 2.2.1's Requires-Dist minus torch (installed first, then pinned).
-MMSA_DEPS = (
-    "transformers",
-    "numpy",
-    "pandas",
-    "tqdm",
-    "nvidia-ml-py3",
-    "scikit-learn",
-    "easydict",
-)
+# MMSA 2.2.1's Requires-Dist minus torch (installed first, then pinned), at tested versions.
+PEER_REQUIREMENTS = os.path.join(REPO, "benchmarks", "requirements-peer.txt")
 METRIC_KEYS = ("Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Mult_acc_7", "MAE", "Corr")
 
 
@@ -100,7 +93,7 @@ def ensure_venv(venv, index_url="", log=print):
     try:
         subprocess.run(torch_pip + [TORCH], check=True)
         subprocess.run(pip + ["--no-deps", MMSA], check=True)
-        subprocess.run(pip + ["-c", constraints, *MMSA_DEPS], check=True)
+        subprocess.run(pip + ["-c", constraints, "-r", PEER_REQUIREMENTS], check=True)
     finally:
         os.unlink(constraints)
     subprocess.run([python, "-c", probe], check=True)
