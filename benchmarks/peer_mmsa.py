@@ -44,6 +44,9 @@ MMSA on CPU (worked around here, in the child process; site-packages is never ed
   tested, exactly as `MMSA_run` does after training.
 - `MMDataLoader` uses `num_workers` worker processes (MMSA_run's default 4): here 0
   (`--mult_workers`), so the peak RSS is one process's and loading runs in-process, as ours.
+- torch's OpenMP pool spins while it waits (OMP_WAIT_POLICY=ACTIVE behaviour); on a machine
+  shared with other jobs that made MulT 6x slower and burn 7x the CPU per batch. The children
+  run with OMP_WAIT_POLICY=PASSIVE (`--omp_wait_policy=default` leaves torch's default).
 
 Writes benchmarks/results/peer_mmsa.md (the table of the last run) and appends one row per run
 to benchmarks/results/peer_mmsa.jsonl.
@@ -170,7 +173,7 @@ class _TimedLoader:
         self.passes.append((times, sizes))
         iterator = iter(self.loader)
         while True:
-            times.append(time.perf_counter())
+            times.append((time.perf_counter(), time.process_time()))
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -180,13 +183,17 @@ class _TimedLoader:
 
 
 def timed_rate(passes, warmup_steps):
-    """(samples, seconds) of every pass's batches, skipping the first pass's warm-up."""
-    samples = seconds = 0.0
+    """(samples, wall s, process CPU s) of every pass's batches, skipping the warm-up.
+
+    `passes`: per epoch, ([(wall, cpu) before the first batch and after each], batch sizes).
+    """
+    samples = seconds = cpu_seconds = 0.0
     for index, (times, sizes) in enumerate(passes):
         skip = min(warmup_steps, len(sizes) - 1) if index == 0 else 0
         samples += sum(sizes[skip:])
-        seconds += times[len(sizes)] - times[skip]
-    return samples, seconds
+        seconds += times[len(sizes)][0] - times[skip][0]
+        cpu_seconds += times[len(sizes)][1] - times[skip][1]
+    return samples, seconds, cpu_seconds
 
 
 def mult_child(args):
@@ -243,7 +250,7 @@ def mult_child(args):
         pass
     model.load_state_dict(torch.load(config["model_save_path"]))  # MMSA_run's _run does this
     test = trainer.do_test(model, loaders["test"], mode="TEST")
-    samples, seconds = timed_rate(timed.passes, args.warmup_steps)
+    samples, seconds, cpu_seconds = timed_rate(timed.passes, args.warmup_steps)
     return {
         "side": "MulT (MMSA 2.2.1, PyTorch)",
         "batch_size": config["batch_size"],
@@ -252,6 +259,7 @@ def mult_child(args):
         "test_samples": len(loaders["test"].dataset),
         "timed_samples": samples,
         "samples_per_second": round(samples / seconds, 2),
+        "samples_per_cpu_second": round(samples / cpu_seconds, 2),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "parameters": count_parameters(model),
         "modalities": "t,a,v",
@@ -305,11 +313,11 @@ def midg_child(args):
         def on_train_batch_begin(self, batch, logs=None):
             times, _ = self.passes[-1]
             if not times:
-                times.append(time.perf_counter())
+                times.append((time.perf_counter(), time.process_time()))
 
         def on_train_batch_end(self, batch, logs=None):
             times, sizes = self.passes[-1]
-            times.append(time.perf_counter())
+            times.append((time.perf_counter(), time.process_time()))
             sizes.append(min(config.batch_size, examples - batch * config.batch_size))
 
     examples = data.sources[0].num_examples["train"]
@@ -323,9 +331,7 @@ def midg_child(args):
     _, labels, predictions = predict(best, data.test)
     scale = data.target.label_scale
     test = midg_metrics.metrics_for_family(data.target.family)(predictions * scale, labels * scale)
-    samples, seconds = timed_rate(
-        [(times, sizes) for times, sizes in timer.passes], args.warmup_steps
-    )
+    samples, seconds, cpu_seconds = timed_rate(timer.passes, args.warmup_steps)
     return {
         "side": "MIDG (ours, Keras 3 + TF)",
         "batch_size": config.batch_size,
@@ -334,6 +340,7 @@ def midg_child(args):
         "test_samples": data.target.num_examples["test"],
         "timed_samples": samples,
         "samples_per_second": round(samples / seconds, 2),
+        "samples_per_cpu_second": round(samples / cpu_seconds, 2),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
         "modalities": args.modalities,
@@ -360,6 +367,8 @@ def run_child(python, side, args, data, workdir, batch_size=0):
     command += [f"--mult_workers={args.mult_workers}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     env["OMP_NUM_THREADS"] = str(args.threads)
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     log_path = os.path.join(workdir, f"{side}_{batch_size}.log")
     with open(log_path, "w") as log, open(log_path + ".out", "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=log, env=env)
@@ -389,28 +398,33 @@ def markdown(rows, meta):
         "",
         f"Data: {meta['data']}; {meta['train_samples']} training clips, {meta['epochs']} "
         f"epoch(s), test split of {meta['test_samples']} clips. {meta['threads']} CPU threads "
-        f"per side on a {meta['cpus']}-core {meta['machine']} machine; 1-min load average "
+        f"per side (OMP_WAIT_POLICY {meta['omp_wait_policy']}) on a {meta['cpus']}-core "
+        f"{meta['machine']} machine; 1-min load average "
         f"{meta['load_before']} before, {meta['load_after']} after the run.",
         "",
-        "| side | batch | samples/s | peak RSS MiB | ours/MulT samples/s | MulT/ours peak RSS "
-        "| " + " | ".join(METRIC_KEYS) + " |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(METRIC_KEYS),
+        "| side | batch | samples/s | samples/CPU-s | peak RSS MiB | ours/MulT samples/s "
+        "| ours/MulT samples/CPU-s | MulT/ours peak RSS | " + " | ".join(METRIC_KEYS) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(METRIC_KEYS),
     ]
     for r in rows:
-        ratio_speed = ratio_rss = "-"
+        ratio_speed = ratio_cpu = ratio_rss = "-"
         if mult is not None and r is not mult:
             ratio_speed = f"{r['samples_per_second'] / mult['samples_per_second']:.1f}x"
+            ratio_cpu = f"{r['samples_per_cpu_second'] / mult['samples_per_cpu_second']:.1f}x"
             ratio_rss = f"{mult['peak_rss_mib'] / r['peak_rss_mib']:.1f}x"
         metrics = " | ".join(f"{r['test'][k]:.4f}" for k in METRIC_KEYS)
         lines.append(
             f"| {r['side']} | {r['batch_size']} | {r['samples_per_second']} | "
-            f"{r['peak_rss_mib']} | {ratio_speed} | {ratio_rss} | {metrics} |"
+            f"{r['samples_per_cpu_second']} | {r['peak_rss_mib']} | {ratio_speed} | "
+            f"{ratio_cpu} | {ratio_rss} | {metrics} |"
         )
     lines += [
         "",
         "samples/s: training batches after the first "
         f"{meta['warmup_steps']} (tracing / first calls), validation excluded, data loading "
-        "included. Peak RSS: each side's own process. Test metrics: MMSA's regression keys "
+        "included. samples/CPU-s: the same samples per second of the process's CPU time (all "
+        "its threads): on a machine shared with other jobs, the figure to compare, since wall "
+        "time there includes waiting for a core. Peak RSS: each side's own process. Test metrics: MMSA's regression keys "
         "(MMSA's `MetricsTop` for MulT, `midg_keras.metrics` for MIDG) of the best-validation "
         "epoch.",
     ]
@@ -437,6 +451,13 @@ def main():
     parser.add_argument("--av_stride", default="auto")
     parser.add_argument("--modalities", default="t,a,v", help="MIDG's; MulT takes all three")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--omp_wait_policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY of the children (torch's OpenMP pool; TF does not use OpenMP); "
+        "`default` leaves it unset. ACTIVE (OpenMP's spinning) made MulT 6x slower and burn 7x "
+        "the CPU on a machine loaded with other jobs",
+    )
     parser.add_argument("--seed", type=int, default=1111)
     parser.add_argument("--sides", default="mult,midg")
     parser.add_argument("--venv", default=DEFAULT_VENV)
@@ -459,6 +480,13 @@ def main():
 
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     load_before = load_average()
+    if load_before is not None and load_before > 0.5 * (os.cpu_count() or 1):
+        print(
+            f"note: 1-min load average {load_before:.1f} on {os.cpu_count()} CPUs: other jobs "
+            "share the cores, so samples/s is unreliable; compare samples/CPU-s, or rerun on an "
+            "idle machine.",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="midg_peer_") as tmp:
         data, description = write_data(tmp, args)
         rows = []
@@ -492,6 +520,7 @@ def main():
         "machine": platform.machine(),
         "load_before": None if load_before is None else round(load_before, 2),
         "load_after": None if load_average() is None else round(load_average(), 2),
+        "omp_wait_policy": args.omp_wait_policy,
         "command": " ".join(["python", "benchmarks/peer_mmsa.py", *sys.argv[1:]]),
     }
     table = markdown(rows, meta)
