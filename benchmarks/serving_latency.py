@@ -4,7 +4,8 @@ Builds MIDG the way `train.py` does for MOSI-unaligned data (text 50x768, audio 
 500x20, `--av_stride=auto`, default flags; weights do not change the latency, so by default it
 is not trained: `--train_steps=N` fits N steps first), exports it through
 `midg_keras.export.export_model` (the `--mode=export` path), loads the SavedModel with
-`tf.saved_model.load` and times its `serving_default` signature:
+`tf.saved_model.load` and times its `serving_default` signature, with TensorFlow's default
+threads as a fresh serving process has them (`--inter_op_threads` to change):
 
 - batch-1 latency (median, p90 over `--calls` calls after `--warmup` calls), for a request
   padded to the stock lengths (what a client sending MMSA-padded features does) and for one
@@ -51,11 +52,10 @@ def build_model(tmp, train_steps):
     from benchmarks import common
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
-    from midg_keras.training import runtime, trainer
+    from midg_keras.training import trainer
 
     path = common.write_mosi_unaligned_pickle(tmp, 64, 16)
     config = Config(source=f"pickle:{path}", model="midg", verbose=0).validate()
-    runtime.configure_threads(config)  # what train.py and the stand-ins' processes do first
     data = prepare_data(config)
     keras.utils.set_random_seed(0)
     model = trainer.compiled_model(config, data)
@@ -243,6 +243,13 @@ def main():
     parser.add_argument("--batch_calls", type=int, default=10)
     parser.add_argument("--rest_calls", type=int, default=30)
     parser.add_argument("--train_steps", type=int, default=0)
+    parser.add_argument(
+        "--inter_op_threads",
+        type=int,
+        default=0,
+        help="TF inter-op threads; 0 leaves TensorFlow's default (#cores), as in a fresh "
+        "serving process (the stand-ins) and TF Serving; train.py uses 1 on CPU",
+    )
     parser.add_argument("--profile_calls", type=int, default=50, help="0: no profile")
     parser.add_argument("--results", default=RESULTS_DIR)
     args = parser.parse_args()
@@ -256,6 +263,8 @@ def main():
     from midg_keras.serving.servable import Servable
     from tests.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS
 
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     load_before = os.getloadavg()[0]
     dims = STOCK_DIMS["mosi_unaligned"]
     stock = STOCK_LENGTHS["mosi_unaligned"]
