@@ -129,6 +129,7 @@ def main():
     parser.add_argument("--hidden_dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--mixed_precision", default="float32")
+    parser.add_argument("--inter_op_threads", type=int, default=0, help="0: train.py's auto")
     parser.add_argument("--trace_dir", default="")
     args = parser.parse_args()
 
@@ -150,6 +151,7 @@ def main():
             batch_size=args.batch_size,
             hidden_dim=args.hidden_dim,
             mixed_precision=args.mixed_precision,
+            inter_op_threads=args.inter_op_threads,
             verbose=0,
         ).validate()
         runtime.configure_threads(config)

@@ -31,7 +31,9 @@ CONFIGS = {
 }
 
 
-def measure(name, samples, batch_size, steps, hidden_dim, av_length=0, max_frames=128):
+def measure(
+    name, samples, batch_size, steps, hidden_dim, av_length=0, max_frames=128, inter_op_threads=0
+):
     """Runs in a child process: builds data and model, fits, returns the measurements."""
     sys.path.insert(0, REPO)
     import keras
@@ -52,6 +54,7 @@ def measure(name, samples, batch_size, steps, hidden_dim, av_length=0, max_frame
             batch_size=batch_size,
             hidden_dim=hidden_dim,
             max_frames=max_frames,
+            inter_op_threads=inter_op_threads,
             verbose=0,
         ).validate()
         runtime.configure_threads(config)  # what train.py does first
@@ -91,6 +94,7 @@ def main():
     parser.add_argument("--hidden_dim", type=int, default=128)
     parser.add_argument("--av_length", type=int, default=0, help="0: MOSI's 375 / 500")
     parser.add_argument("--max_frames", type=int, default=128)
+    parser.add_argument("--inter_op_threads", type=int, default=0, help="0: train.py's auto")
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--child", default="")
     args = parser.parse_args()
@@ -103,6 +107,7 @@ def main():
             args.hidden_dim,
             args.av_length,
             args.max_frames,
+            args.inter_op_threads,
         )
         print(json.dumps(result))
         return
@@ -110,7 +115,15 @@ def main():
     for name in args.configs.split(","):
         command = [sys.executable, __file__, f"--child={name}"] + [
             f"--{k}={getattr(args, k)}"
-            for k in ("samples", "batch_size", "steps", "hidden_dim", "av_length", "max_frames")
+            for k in (
+                "samples",
+                "batch_size",
+                "steps",
+                "hidden_dim",
+                "av_length",
+                "max_frames",
+                "inter_op_threads",
+            )
         ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)

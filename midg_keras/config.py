@@ -229,9 +229,13 @@ class Config:
     )
     distribute: str = _field("none", "tf.distribute strategy.", ("none", "mirrored", "multiworker"))
     inter_op_threads: int = _field(
-        0, "TensorFlow inter-op threads; 0 = auto (1 on CPU-only machines: measured 2x faster)."
+        0, "TensorFlow inter-op threads; 0 = TensorFlow's default (one per core)."
     )
-    shuffle_buffer: int = _field(20000, "Shuffle buffer (examples).")
+    shuffle_buffer: int = _field(
+        20000,
+        "Shuffle buffer (examples) of TFDS sources, capped at 1 GiB of examples; pickle "
+        "sources shuffle in place (0 = no shuffle).",
+    )
     steps_per_epoch: int = _field(0, "Cap on steps per epoch (0 = the whole split).")
     verbose: int = _field(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line/epoch.")
 

@@ -11,22 +11,19 @@ from midg_keras.config import Config
 
 
 def configure_threads(config: Config):
-    """TF inter-op threads: `--inter_op_threads`, or 1 on CPU-only machines when 0 (auto).
+    """TF inter-op threads: `--inter_op_threads`, or TensorFlow's default when 0 (auto).
 
-    MIDG's step is thousands of small ops; on a 2-core CPU, running independent ops in
-    parallel makes them contend for the cores and their intra-op pools. One inter-op thread
-    measured 2x faster training (benchmarks/results/throughput.md). Must run before
-    TensorFlow executes its first op; later calls keep TF's setting and say so.
+    Since MIDG runs its clean and simulated streams as one pass, its step has fewer,
+    larger ops, and TensorFlow's default (one inter-op thread per core) trains faster on a
+    2-core CPU than a single thread: 129 vs 98 samples/s on MOSI-unaligned shapes (the
+    two-pass model measured the opposite; `benchmarks/results/throughput.jsonl`). Must run
+    before TensorFlow executes its first op; later calls keep TF's setting and say so.
     """
-    if keras.backend.backend() != "tensorflow":
+    threads = config.inter_op_threads
+    if threads == 0 or keras.backend.backend() != "tensorflow":
         return
     import tensorflow as tf
 
-    threads = config.inter_op_threads
-    if threads == 0:
-        if tf.config.list_physical_devices("GPU"):
-            return
-        threads = 1
     if tf.config.threading.get_inter_op_parallelism_threads() == threads:
         return
     try:
