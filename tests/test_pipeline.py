@@ -148,3 +148,10 @@ def test_tfds_shuffle_buffer_is_capped_by_bytes():
     buffer = pipeline._shuffle_buffer(Config(shuffle_buffer=20000, batch_size=32), [Large()])
     assert buffer * pipeline._bytes_per_example(Large()) <= pipeline.SHUFFLE_BUFFER_BYTES
     assert 32 <= buffer < 20000
+
+
+def test_shuffle_buffer_zero_keeps_the_file_order(tmp_path):
+    path = _pickle(tmp_path, "mosi_unaligned", sizes=(24, 2, 2))
+    data = prepare_data(Config(source=f"pickle:{path}", batch_size=5, shuffle_buffer=0))
+    raw = make_fake_mmsa("mosi_unaligned", sizes=(24, 2, 2))["train"]["regression_labels"]
+    assert _epoch_labels(data.train) == pytest.approx(list(raw / 3.0))

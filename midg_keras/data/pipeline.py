@@ -306,6 +306,8 @@ def resolve_strides(config: Config, sources, modalities) -> dict[str, int]:
 
 def _shuffle_buffer(config: Config, sources) -> int:
     """`--shuffle_buffer`, capped so the buffer's copies stay under `SHUFFLE_BUFFER_BYTES`."""
+    if not config.shuffle_buffer:
+        return 0
     largest = max(_bytes_per_example(source) for source in sources)
     return max(config.batch_size, min(config.shuffle_buffer, SHUFFLE_BUFFER_BYTES // largest))
 
