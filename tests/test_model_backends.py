@@ -22,6 +22,7 @@ from midg_keras.config import Config
 from midg_keras.data.pipeline import prepare_data
 from midg_keras.training import trainer
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.skips import skip_unless_ci
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("jax", "torch")
@@ -149,8 +150,7 @@ def _result(backend_runs, backend):
     result = backend_runs[backend]
     if result is None:
         reason = f"KERAS_BACKEND={backend}: the {backend} package is not installed"
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
+        skip_unless_ci(reason)
     return result
 
 
