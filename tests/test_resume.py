@@ -170,3 +170,19 @@ def test_deterministic_runs_are_bit_identical(runs):
     # The runs did learn: the epochs' losses are not all the same number.
     rows = _history(workdirs["a"])
     assert len({row["loss"] for row in rows}) == len(rows)
+
+
+def test_model_keras_is_the_epoch_with_the_lowest_source_validation_loss(runs):
+    """Early stopping ran past the best epoch; model.keras is still the best epoch's model."""
+    import keras
+
+    from midg_keras.config import Config
+    from midg_keras.data.pipeline import prepare_data
+
+    workdirs, _, last_epoch, _ = runs
+    values = [float(row["val_prediction_loss"]) for row in _history(workdirs["a"])]
+    assert min(values) < values[last_epoch]  # the last epoch is not the best one
+    config = Config.from_json(_read(workdirs["a"], "config.json").decode())
+    model = keras.saving.load_model(os.path.join(workdirs["a"], "model.keras"))
+    scores = model.evaluate(prepare_data(config).validation, return_dict=True, verbose=0)
+    assert scores["prediction_loss"] == pytest.approx(min(values), rel=1e-5)

@@ -273,3 +273,37 @@ def test_nan_loss_stops_with_advice():
     callback.on_train_batch_end(0, {"loss": 1.0})
     with pytest.raises(FloatingPointError, match="epoch 3, batch 5: lower --learning_rate"):
         callback.on_train_batch_end(4, {"loss": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "flags, epoch, expected",
+    [
+        ("--grl_schedule=constant --grl_max=0.3", 0, 0.3),
+        ("--grl_max=0.8", 2, 0.8 * (2 / (1 + math.exp(-5)) - 1)),  # dann: step 10 of 20
+    ],
+)
+def test_fit_callbacks_schedule_the_models_reversal_from_the_flags(flags, epoch, expected):
+    from absl import flags as absl_flags
+
+    from midg_keras import flags as midg_flags
+    from midg_keras.models import MIDG
+    from midg_keras.training import trainer
+
+    values = absl_flags.FlagValues()
+    midg_flags.define_flags(values)
+    values(["train.py", "--epochs=4", *flags.split()])
+    config = midg_flags.config_from_flags(values)
+    model = MIDG(input_dims={"text": 4}, strides={"text": 1}, hidden_dim=8, num_heads=2)
+    callbacks = trainer.fit_callbacks(model, config, steps=5)
+    schedules = [c for c in callbacks if isinstance(c, GradientReversalSchedule)]
+    assert len(schedules) == 1
+    schedules[0].on_epoch_begin(epoch)
+    schedules[0].on_train_batch_begin(0)
+    assert float(model.gradient_reversal.grl_lambda.numpy()) == pytest.approx(expected, rel=1e-6)
+    erm = trainer.build_model(config.replace(model="erm"), _FakeData())
+    assert not any(isinstance(c, GradientReversalSchedule) for c in trainer.fit_callbacks(
+        erm, config, steps=5))  # fmt: skip
+
+
+class _FakeData:
+    dims, strides, sources = {"text": 4}, {"text": 1}, [None]

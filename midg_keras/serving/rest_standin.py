@@ -127,7 +127,14 @@ def parse_predict_request(body: bytes, input_specs):
             "'inputs' or 'instances' keys to exist"
         )
     if "instances" in document:
-        return signature_name, _rows(document["instances"], specs, invalid), True
+        instances = document["instances"]
+        # TF Serving's FormatError(doc, ...): "JSON Value: <request> <message>" (sic "Excepting").
+        if not isinstance(instances, list):
+            problem = "Excepting 'instances' to be an list/array"
+            raise invalid(f"JSON Value: {_json_text(document)} {problem}")
+        if not instances:
+            raise invalid(f"JSON Value: {_json_text(document)} No values in 'instances' array")
+        return signature_name, _rows(instances, specs, invalid), True
     if "inputs" in document:
         return signature_name, _columns(document["inputs"], specs, invalid), False
     raise invalid("Missing 'inputs' or 'instances' key")
