@@ -176,6 +176,7 @@ def test_model_keras_is_the_epoch_with_the_lowest_source_validation_loss(runs):
     """Early stopping ran past the best epoch; model.keras is still the best epoch's model."""
     import keras
 
+    import midg_keras.models  # noqa: F401  (registers MIDG for load_model)
     from midg_keras.config import Config
     from midg_keras.data.pipeline import prepare_data
 
