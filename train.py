@@ -65,6 +65,7 @@ def quiet_tensorflow_startup():
 def run(config, strategy):
     """Runs `--mode`; `strategy` is the one tf.distribute strategy of the process (or None)."""
     import datasets  # the project's TFDS builders, opened by name as sources
+    from midg_keras.training import distribute
 
     datasets.register()
     if config.mode == "inspect":
@@ -81,7 +82,8 @@ def run(config, strategy):
         from midg_keras.training import experiment
 
         experiment.run(config, strategy, evaluate_only=config.mode == "evaluate")
-    if config.mode == "export" or (config.mode == "train" and config.export_dir):
+    exporting = config.mode == "export" or (config.mode == "train" and config.export_dir)
+    if exporting and distribute.is_chief(config, strategy):  # multiworker: the chief's model
         from midg_keras.export import export_workdir
 
         print(f"exported to {export_workdir(config)}")

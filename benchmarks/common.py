@@ -6,15 +6,21 @@ import time
 from tests.fake_mmsa import STOCK_DIMS, STOCK_LENGTHS, make_fake_mmsa, write_pickle
 
 
-def write_mosi_unaligned_pickle(directory, samples, batch_size):
-    """An MMSA-layout pickle with MOSI-unaligned dims and lengths; returns its path."""
+def write_mosi_unaligned_pickle(directory, samples, batch_size, av_length=0):
+    """An MMSA-layout pickle with MOSI-unaligned dims and lengths; returns its path.
+
+    `av_length` > 0 replaces the padded audio and vision lengths (375, 500) by it.
+    """
     path = os.path.join(directory, "mosi_unaligned_50.pkl")
+    lengths = dict(STOCK_LENGTHS["mosi_unaligned"])
+    if av_length:
+        lengths.update(audio=av_length, vision=av_length)
     write_pickle(
         make_fake_mmsa(
             "mosi_unaligned",
             sizes=(samples, batch_size, batch_size),
             dims=STOCK_DIMS["mosi_unaligned"],
-            lengths=STOCK_LENGTHS["mosi_unaligned"],
+            lengths=lengths,
         ),
         path,
     )

@@ -31,7 +31,7 @@ CONFIGS = {
 }
 
 
-def measure(name, samples, batch_size, steps, hidden_dim):
+def measure(name, samples, batch_size, steps, hidden_dim, av_length=0, max_frames=128):
     """Runs in a child process: builds data and model, fits, returns the measurements."""
     sys.path.insert(0, REPO)
     import keras
@@ -44,13 +44,14 @@ def measure(name, samples, batch_size, steps, hidden_dim):
 
     model_name, stride = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:
-        path = common.write_mosi_unaligned_pickle(tmp, samples, batch_size)
+        path = common.write_mosi_unaligned_pickle(tmp, samples, batch_size, av_length)
         config = Config(
             source=f"pickle:{path}",
             model=model_name,
             av_stride=stride,
             batch_size=batch_size,
             hidden_dim=hidden_dim,
+            max_frames=max_frames,
             verbose=0,
         ).validate()
         runtime.configure_threads(config)  # what train.py does first
@@ -67,6 +68,8 @@ def measure(name, samples, batch_size, steps, hidden_dim):
         "strides": data.strides,
         "batch_size": batch_size,
         "hidden_dim": hidden_dim,
+        "av_length": av_length or "stock (audio 375, vision 500)",
+        "max_frames": max_frames,
         "steps": steps,
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "samples_per_second": round(steps * batch_size / seconds, 1),
@@ -86,22 +89,34 @@ def main():
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--hidden_dim", type=int, default=128)
+    parser.add_argument("--av_length", type=int, default=0, help="0: MOSI's 375 / 500")
+    parser.add_argument("--max_frames", type=int, default=128)
+    parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--child", default="")
     args = parser.parse_args()
     if args.child:
-        result = measure(args.child, args.samples, args.batch_size, args.steps, args.hidden_dim)
+        result = measure(
+            args.child,
+            args.samples,
+            args.batch_size,
+            args.steps,
+            args.hidden_dim,
+            args.av_length,
+            args.max_frames,
+        )
         print(json.dumps(result))
         return
     rows = []
     for name in args.configs.split(","):
         command = [sys.executable, __file__, f"--child={name}"] + [
-            f"--{k}={getattr(args, k)}" for k in ("samples", "batch_size", "steps", "hidden_dim")
+            f"--{k}={getattr(args, k)}"
+            for k in ("samples", "batch_size", "steps", "hidden_dim", "av_length", "max_frames")
         ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
         rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
-        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        with open(RESULTS, "a") as f:
+        os.makedirs(os.path.dirname(args.results), exist_ok=True)
+        with open(args.results, "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
     print("| config | strides | samples/s | peak RSS MiB | first fit s (tracing) |")
     print("|---|---|---:|---:|---:|")

@@ -2,17 +2,22 @@
 
 All reading and validation of a pickle is `midg_keras.data.mmsa.load_mmsa_pickle`; a
 builder only finds the user's file in the manual dir, checks that its feature dims fit
-the chosen config, and writes the examples. Bad files raise the loader's `DataError`
-unchanged.
+the chosen config, compares its sha256 with the one MMSA publishes (a mismatch is a
+warning: features re-extracted with MMSA-FET legitimately differ), and writes the examples.
+Bad files raise the loader's `DataError` unchanged. The builders take the loader's options
+as keyword arguments: `tfds.builder("mosi", nan_to_num=True, trust_pickle=True)`.
 
 What a build records in `builder.info.metadata` (saved with the dataset, restored on
 reload):
     fixed_neg_inf: {"train"|"validation"|"test": number of -inf audio values set to 0}
     max_lengths:   {"text"|"audio"|"vision": longest true sequence over all splits}
     source_file:   name of the file the examples were read from (manual builders only)
+    source_sha256: {absolute path of that file: its sha256} (manual builders only)
 """
 
 import dataclasses
+import logging
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,6 +28,14 @@ from midg_keras.data.errors import DataError
 
 UNIMODAL_LABELS = ("label_t", "label_a", "label_v")
 MMSA_HOMEPAGE = "https://github.com/thuiar/MMSA"
+# Where MMSA publishes the sha256 of its feature files (README, "SHA-256 for feature files").
+MMSA_CHECKSUMS_URL = (
+    "https://github.com/thuiar/MMSA/blob/a94e65d07fa1ae0d44e552390074b29b0898edfd/README.md"
+)
+
+_logger = logging.getLogger(__name__)
+# (path, sha256) pairs already warned about: a mismatch is reported once per process.
+_WARNED_MISMATCHES = set()
 
 
 def features_dict(dims, unimodal_labels=False):
@@ -89,8 +102,7 @@ class MmsaConfig(tfds.core.BuilderConfig):
         dims: {"text"|"audio"|"vision": feature dim} the file must have.
         padded_lengths: {"text"|"audio"|"vision": padded sequence length} of the stock file
             (documentation; the builder does not require it).
-        sha256: checksum of the stock file as published (a prefix where only a prefix is
-            published).
+        sha256: checksum of the stock file as MMSA publishes it (`MMSA_CHECKSUMS_URL`).
         num_bytes: size of the stock file where known, else 0.
     """
 
@@ -126,16 +138,18 @@ def manual_instructions(dataset_title, configs):
         "",
     ]
     for config in configs:
-        checksum = config.sha256 if len(config.sha256) == 64 else f"{config.sha256}... (prefix)"
         size = f", {config.num_bytes} bytes" if config.num_bytes else ""
         lines.append(
             f"* config `{config.name}`: `{config.mmsa_path}` -> `<manual_dir>/{config.file_name}`"
-            f" (sha256 {checksum}{size})"
+            f" (sha256 {config.sha256}{size})"
         )
     lines += [
         "",
-        "Verify a copy with `sha256sum <file>`. The file is read with the project's MMSA",
-        "loader, which validates it and names the split, key and sample of any problem.",
+        "The build compares the file's sha256 with the one MMSA publishes and warns on a",
+        "mismatch (expected for features you extracted yourself with MMSA-FET). The file is",
+        "read with the project's MMSA loader, which refuses pickles that could run code",
+        "(pass trust_pickle=True / --trust_pickle for a file you trust), validates it and",
+        "names the split, key and sample of any problem.",
     ]
     return "\n".join(lines)
 
@@ -145,6 +159,11 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     Subclasses set `name`, `BUILDER_CONFIGS` (of `MmsaConfig`), `FAMILY`, `TITLE`,
     `CITATION` and `MANUAL_DOWNLOAD_INSTRUCTIONS`.
+
+    Args:
+        nan_to_num: build with NaN/inf features set to 0 instead of failing.
+        trust_pickle: unpickle the file with plain pickle (any code it names).
+        **kwargs: `tfds.core.GeneratorBasedBuilder` arguments (`config`, `data_dir`, ...).
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -152,6 +171,15 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     FAMILY = "mosi"
     TITLE = ""
     CITATION = ""
+    # `midg_keras.data.sources` passes the loader options (`nan_to_num`, `trust_pickle`).
+    READS_MANUAL_PICKLE = True
+
+    def __init__(self, *, nan_to_num=False, trust_pickle=False, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_to_num = nan_to_num
+        self.trust_pickle = trust_pickle
+        # tfds re-creates a pickled builder from `_original_state`.
+        self._original_state.update(nan_to_num=nan_to_num, trust_pickle=trust_pickle)
 
     def _info(self):
         return self.dataset_info_from_configs(
@@ -169,9 +197,13 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         from midg_keras.data.mmsa import load_mmsa_pickle  # Only needed when building.
 
         path = self._manual_file(dl_manager)
-        splits = load_mmsa_pickle(path, family=self.FAMILY)
+        splits = load_mmsa_pickle(
+            path, family=self.FAMILY, nan_to_num=self.nan_to_num, trust_pickle=self.trust_pickle
+        )
         self._check_layout(path, splits)
+        digest = self._check_sha256(path)
         self.info.metadata["source_file"] = path.name
+        self.info.metadata["source_sha256"] = {os.path.abspath(path): digest}
         record_split_statistics(self.info.metadata, splits)
         return {name: self._generate_examples(splits[name]) for name in SPLITS}
 
@@ -203,6 +235,25 @@ class MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 fix=fix,
             )
         return path
+
+    def _check_sha256(self, path):
+        """The file's sha256; a warning (once per file) when it is not the published one."""
+        from midg_keras.data.checksums import file_sha256
+
+        config = self.builder_config
+        digest = file_sha256(path)
+        if config.sha256 and digest != config.sha256 and (path, digest) not in _WARNED_MISMATCHES:
+            _WARNED_MISMATCHES.add((path, digest))
+            _logger.warning(
+                "%s: sha256 %s is not the %s MMSA publishes for %s (%s); expected for "
+                "features extracted with MMSA-FET, otherwise download the file again",
+                path,
+                digest,
+                config.sha256,
+                config.mmsa_path,
+                MMSA_CHECKSUMS_URL,
+            )
+        return digest
 
     def _check_layout(self, path, splits):
         """Feature dims and alignment of the file must be those of the config.
@@ -257,9 +308,8 @@ _MOSI_DIMS = {"text": 768, "audio": 5, "vision": 20}
 _MOSEI_DIMS = {"text": 768, "audio": 74, "vision": 35}
 _ALIGNED_50 = {"text": 50, "audio": 50, "vision": 50}
 
-# The stock MMSA files. Checksums: MMSA README (only prefixes are recorded for MOSI and
-# MOSEI, see SOURCES.md in the shared real-data folder, tests/real_data.py); SIMS from its
-# Git LFS pointer.
+# The stock MMSA files. Checksums: MMSA's README (`MMSA_CHECKSUMS_URL`), all five in full;
+# SIMS' also matches its Git LFS pointer (SOURCES.md in the shared real-data folder).
 STOCK_CONFIGS = {
     "mosi": [
         _config(
@@ -267,9 +317,15 @@ STOCK_CONFIGS = {
             "MOSI",
             _MOSI_DIMS,
             {"text": 50, "audio": 375, "vision": 500},
-            "78e0f8b5",
+            "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524",
         ),
-        _config("aligned_50", "MOSI", _MOSI_DIMS, _ALIGNED_50, "d3994fd2"),
+        _config(
+            "aligned_50",
+            "MOSI",
+            _MOSI_DIMS,
+            _ALIGNED_50,
+            "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9",
+        ),
     ],
     "mosei": [
         _config(
@@ -277,9 +333,15 @@ STOCK_CONFIGS = {
             "MOSEI",
             _MOSEI_DIMS,
             {"text": 50, "audio": 500, "vision": 500},
-            "ad8b23d5",
+            "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f",
         ),
-        _config("aligned_50", "MOSEI", _MOSEI_DIMS, _ALIGNED_50, "45eccfb7"),
+        _config(
+            "aligned_50",
+            "MOSEI",
+            _MOSEI_DIMS,
+            _ALIGNED_50,
+            "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791",
+        ),
     ],
     "sims": [
         _config(

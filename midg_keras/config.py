@@ -94,6 +94,12 @@ class Config:
         "files share names); builders not named here read --manual_dir.",
     )
     nan_to_num: bool = _field(False, "Map NaN/inf features to 0 (counted) instead of failing.")
+    trust_pickle: bool = _field(
+        False,
+        "Unpickle feature files (pickle: sources, the builders' manual dirs) with plain pickle, "
+        "which runs any code a file names. Off: only what MMSA files hold (dicts, lists, "
+        "strings, numbers, numpy arrays) loads, and any other global is refused.",
+    )
     harmonize: str = _field(
         "none",
         "Feature dims differing between source and target: `none` fails, `pad` zero-pads or "

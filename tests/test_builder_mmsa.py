@@ -124,7 +124,10 @@ def test_instructions_give_file_names_sources_and_checksums():
     assert "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f" in sims
     assert "1228189774 bytes" in sims and "<manual_dir>/unaligned_39.pkl" in sims
     mosei = tfds.builder_cls("mosei").MANUAL_DOWNLOAD_INSTRUCTIONS
-    assert "MOSEI/Processed/aligned_50.pkl" in mosei and "45eccfb7... (prefix)" in mosei
+    assert (
+        "MOSEI/Processed/aligned_50.pkl" in mosei
+        and "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791" in mosei
+    )
     assert "Google Drive" in mosei and "https://github.com/thuiar/MMSA" in mosei
 
 

@@ -240,17 +240,17 @@ def test_distribute_needs_the_tensorflow_backend(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "cluster, task_type, task_id, expected",
+    "cluster, task_type, task_id, chief",
     [
-        ({"worker": ["a:1", "b:1"]}, "worker", 0, "run"),
-        ({"worker": ["a:1", "b:1"]}, "worker", 1, "run/worker_1"),
-        ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, "run"),
-        ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, "run/worker_0"),
-        ({}, None, None, "run"),  # no TF_CONFIG: a single worker
+        ({"worker": ["a:1", "b:1"]}, "worker", 0, True),
+        ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, True),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, False),
+        ({}, None, None, True),  # no TF_CONFIG: a single worker
     ],
 )
 def test_only_the_chief_writes_to_the_shared_workdir(
-    monkeypatch, cluster, task_type, task_id, expected
+    monkeypatch, tmp_path, cluster, task_type, task_id, chief
 ):
     class Resolver:
         def cluster_spec(self):
@@ -265,9 +265,12 @@ def test_only_the_chief_writes_to_the_shared_workdir(
     class Strategy:
         cluster_resolver = Resolver()
 
-    assert (
-        distribute.worker_workdir("run", Config(distribute="multiworker"), Strategy()) == expected
-    )
+    # Other workers write the same path in their scratch folder (tests/test_multiworker.py).
+    monkeypatch.setattr(distribute, "_scratch", {"root": str(tmp_path)})
+    expected = "run" if chief else os.path.join(tmp_path, os.path.abspath("run").lstrip(os.sep))
+    config = Config(distribute="multiworker")
+    assert distribute.is_chief(config, Strategy()) == chief
+    assert distribute.worker_workdir("run", config, Strategy()) == expected
     assert distribute.worker_workdir("run", Config(distribute="mirrored"), Strategy()) == "run"
 
 

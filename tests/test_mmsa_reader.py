@@ -258,10 +258,10 @@ def test_pickle_of_a_list(tmp_path):
     assert "list.pkl: holds a list, expected a dict with splits 'train', 'valid', 'test'" in message
 
 
-def test_pickle_needing_a_missing_module(tmp_path):
+def test_trusted_pickle_needing_a_missing_module(tmp_path):
     path = tmp_path / "torch_tensors.pkl"
     path.write_bytes(b"cno_such_module_xyz\nTensor\n.")  # protocol-0 global reference
-    message = _load_error(path)
+    message = _load_error(path, trust_pickle=True)
     assert "needs Python module 'no_such_module_xyz'" in message
     assert "return_type='np'" in message
 

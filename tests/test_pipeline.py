@@ -133,3 +133,47 @@ def test_harmonize_pad_zero_pads_a_narrower_target_and_truncates_a_wider_one(tmp
     np.testing.assert_array_equal(
         inputs["audio"].numpy()[0, :length], raw["audio"].numpy()[:, : wide.dims["audio"]]
     )
+
+
+def _epoch_labels(dataset):
+    return [float(v) for _, labels in dataset for v in labels.numpy()]
+
+
+def test_pickle_training_split_is_shuffled_in_place_every_epoch(tmp_path):
+    path = _pickle(tmp_path, "mosi_unaligned", sizes=(24, 2, 2))
+    config = Config(source=f"pickle:{path}", batch_size=5, seed=7)
+    data = prepare_data(config)
+    file_order = [
+        float(v)
+        for v in make_fake_mmsa("mosi_unaligned", sizes=(24, 2, 2))["train"]["regression_labels"]
+        / 3.0
+    ]
+    first, second = _epoch_labels(data.train), _epoch_labels(data.train)
+    # Each epoch is a permutation of the whole split, a new one each epoch ...
+    assert sorted(first) == pytest.approx(sorted(file_order))
+    assert sorted(second) == pytest.approx(sorted(file_order))
+    assert first != second and first != file_order
+    # ... the same sequence for the same seed, another for another seed.
+    assert _epoch_labels(prepare_data(config).train) == first
+    assert _epoch_labels(prepare_data(config.replace(seed=8)).train) != first
+
+
+def test_two_pickle_sources_are_interleaved_in_one_epoch(tmp_path):
+    first = _pickle(tmp_path, "mosi_unaligned", name="a.pkl", sizes=(12, 2, 2), seed=1)
+    second = _pickle(tmp_path, "mosi_unaligned", name="b.pkl", sizes=(12, 2, 2), seed=2)
+    data = prepare_data(Config(source=f"pickle:{first},pickle:{second}", batch_size=6))
+    sources = [int(v) for inputs, _ in data.train for v in inputs["source_index"].numpy()]
+    assert sorted(sources) == [0] * 12 + [1] * 12
+    assert sources != sorted(sources)  # not one source after the other
+
+
+def test_tfds_shuffle_buffer_is_capped_by_bytes():
+    from midg_keras.data import pipeline
+
+    class Large:  # a MOSEI-sized example: 50x768 + 500x74 + 500x35 float32
+        dims = {"text": 768, "audio": 74, "vision": 35}
+        max_lengths = {"text": 50, "audio": 500, "vision": 500}
+
+    buffer = pipeline._shuffle_buffer(Config(shuffle_buffer=20000, batch_size=32), [Large()])
+    assert buffer * pipeline._bytes_per_example(Large()) <= pipeline.SHUFFLE_BUFFER_BYTES
+    assert 32 <= buffer < 20000

@@ -215,7 +215,7 @@ def test_unparseable_and_oversized_bodies_are_refused(served):
     assert status == 400 and payload["error"].endswith(" No values in 'instances' array")
     with RestStandin(served["servable"], max_body_bytes=1024) as small:
         status, payload = _post(small.predict_url, b" " * 2048)
-    assert status == 400 and "exceeds the stand-in's limit of 1024 bytes" in payload["error"]
+    assert status == 413 and "exceeds the stand-in's limit of 1024 bytes" in payload["error"]
 
 
 def test_stand_ins_listen_on_loopback_only(served):

@@ -5,7 +5,8 @@ from midg_keras.data.sources import Source, split_stats
 
 
 def describe_source(source: Source) -> str:
-    """Per split: sample count, dims, max/mean lengths, label range, fixed `-inf` values."""
+    """Per split: sample count, dims, max/mean lengths, label range, fixed `-inf` values;
+    then the sha256 of each input file (as `sha256sum` prints it)."""
     lines = [f"source {source.name} (label family {source.family}, scale ±{source.label_scale:g})"]
     for split in SPLITS:
         stats = split_stats(source, split)
@@ -22,4 +23,5 @@ def describe_source(source: Source) -> str:
             f"[{stats['label_min']:g}, {stats['label_max']:g}], {stats['label_zero']} zero | "
             f"-inf fixed: {stats['fixed_neg_inf']}"
         )
+    lines += [f"  sha256 {digest}  {path}" for path, digest in source.input_sha256.items()]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ UNIMODAL_COLUMNS = {"label_T": "label_t", "label_A": "label_a", "label_V": "labe
 # `mode` value -> split name.
 MODES = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
 _EXAMPLES_SHOWN = 3
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass
@@ -179,9 +180,9 @@ def _number(cell, column, path, where, family):
             sample=where,
             fix="write the label as a number such as -1.2",
         ) from None
-    if not np.isfinite(value):
+    if not abs(value) <= _FLOAT32_MAX:  # NaN, inf, or inf once stored as float32
         raise DataError(
-            f"label is {value}",
+            f"label is {value:g}",
             file=path,
             key=column,
             sample=where,

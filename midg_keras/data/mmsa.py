@@ -7,19 +7,20 @@ files `audio_lengths` / `vision_lengths`, for SIMS `regression_labels_T/A/V`. Fi
 MMSA-FET add a top-level `config`. Everything is checked here, vectorized, before any
 training starts; a problem is one `DataError` naming file, split, key, sample and fix.
 
-Unpickling runs code from the file: load only files you trust (as with MMSA itself).
+Files are unpickled by `safe_pickle.load_pickle`, which refuses any global an MMSA file
+does not need (so a file cannot run code) unless `trust_pickle=True`.
 """
 
 import dataclasses
 import logging
 import os
-import pickle
 from collections.abc import Iterator
 
 import numpy as np
 
 from midg_keras.constants import FILE_SPLITS, LABEL_SCALE, MODALITY_KEYS
 from midg_keras.data.errors import DataError
+from midg_keras.data.safe_pickle import load_pickle
 
 UNIMODAL_KEYS = {
     "regression_labels_T": "label_t",
@@ -68,14 +69,15 @@ class SplitArrays:
     def __len__(self):
         return int(self.label.shape[0])
 
-    def examples(self) -> Iterator[dict]:
+    def examples(self, order=None) -> Iterator[dict]:
         """Yields one example dict per sample, features trimmed to their true lengths.
 
         Keys follow the shared data contract: `id`, `raw_text`, `text`, `audio`,
         `vision`, `text_length`, `audio_length`, `vision_length`, `label`, and
         `label_t/a/v` when the split has unimodal labels. Features are views, not copies.
+        `order` (sample indices) reads the samples in that order; default: file order.
         """
-        for i in range(len(self)):
+        for i in range(len(self)) if order is None else order:
             example = {"id": self.ids[i], "raw_text": self.raw_text[i]}
             for modality in MODALITY_KEYS:
                 length = int(getattr(self, f"{modality}_length")[i])
@@ -87,7 +89,9 @@ class SplitArrays:
             yield example
 
 
-def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitArrays]:
+def load_mmsa_pickle(
+    path, family="mosi", nan_to_num=False, trust_pickle=False
+) -> dict[str, SplitArrays]:
     """Reads and validates an MMSA feature pickle.
 
     Text lengths come from the attention mask `text_bert[:, 1, :]` when the file has
@@ -102,13 +106,15 @@ def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitAr
             with unimodal labels `regression_labels_T/A/V`).
         nan_to_num: set NaN and inf feature values to 0 (counted in `fixed_non_finite`)
             instead of raising.
+        trust_pickle: unpickle with plain pickle, which runs any code the file names;
+            by default only the globals of MMSA files are allowed (`safe_pickle`).
 
     Returns:
         `{"train", "validation", "test"}` -> `SplitArrays`.
 
     Raises:
-        DataError: the file is missing, unreadable or fails any check; the message names
-            file, split, key, sample and the fix.
+        DataError: the file is missing, unreadable, names a global MMSA files do not
+            need, or fails any check; the message names file, split, key, sample and fix.
 
     Example:
         >>> splits = load_mmsa_pickle("MOSI/Processed/unaligned_50.pkl", family="mosi")
@@ -116,7 +122,8 @@ def load_mmsa_pickle(path, family="mosi", nan_to_num=False) -> dict[str, SplitAr
     """
     path = os.fspath(path)
     _check_family(family, path)
-    return mmsa_splits(_read_pickle(path), family=family, nan_to_num=nan_to_num, source=path)
+    data = _read_pickle(path, trust_pickle)
+    return mmsa_splits(data, family=family, nan_to_num=nan_to_num, source=path)
 
 
 def mmsa_splits(data, family="mosi", nan_to_num=False, source=None) -> dict[str, SplitArrays]:
@@ -175,7 +182,7 @@ def _check_family(family, source):
         )
 
 
-def _read_pickle(path):
+def _read_pickle(path, trust_pickle):
     if not os.path.exists(path):
         raise DataError(
             "file not found",
@@ -186,12 +193,12 @@ def _read_pickle(path):
         raise DataError("is a directory, not a pickle file", file=path, fix="give the .pkl file")
     try:
         try:
-            with open(path, "rb") as f:
-                data = pickle.load(f)
+            data = load_pickle(path, trust=trust_pickle)
         except UnicodeDecodeError:
             # Python 2 pickles of numpy arrays need latin1 to decode their byte strings.
-            with open(path, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
+            data = load_pickle(path, trust=trust_pickle, encoding="latin1")
+    except DataError:
+        raise
     except ImportError as error:
         raise DataError(
             f"unpickling needs Python module {error.name!r}, which is not installed",
@@ -258,6 +265,10 @@ class _SplitReader:
         self._check_keys()
         self.ids = self._strings("id")
         n = len(self.ids)
+        if not n:
+            raise self.error(
+                "has no samples", key="id", fix="write at least one sample in every split"
+            )
         features = {m: self._features(m) for m in MODALITY_KEYS}
         self.dims = {m: int(features[m].shape[2]) for m in MODALITY_KEYS}
         if reference_dims is not None:
@@ -319,13 +330,38 @@ class _SplitReader:
 
     def _strings(self, key):
         value = self._array(key)
+        if isinstance(value, (list, tuple)):
+            try:  # an object array keeps bytes as bytes (numpy would decode them as ASCII)
+                value = np.asarray(value, dtype=object)
+            except ValueError:  # nested sequences numpy cannot even hold as objects
+                value = None
         if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
             raise self.error(
                 f"has shape {np.shape(value)}, expected one string per sample (N,)",
                 key=key,
                 fix="store one string per sample",
             )
-        return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in value]
+        strings = []
+        for i, x in enumerate(value):
+            if isinstance(x, bytes):
+                try:
+                    x = x.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise self.error(
+                        f"is not UTF-8 text ({error.reason} at byte {error.start})",
+                        key=key,
+                        sample=i,
+                        fix="store the strings as str, or as UTF-8 bytes",
+                    ) from None
+            elif isinstance(x, (list, tuple, dict, np.ndarray)):
+                raise self.error(
+                    f"is a {type(x).__name__}, expected a string",
+                    key=key,
+                    sample=i,
+                    fix="store one string per sample",
+                )
+            strings.append(str(x))
+        return strings
 
     def _features(self, key):
         value = self._array(key)
@@ -349,7 +385,10 @@ class _SplitReader:
                 key=key,
                 fix="re-extract the features",
             )
-        return value if value.dtype == np.float32 else value.astype(np.float32)
+        if value.dtype == np.float32:
+            return value
+        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, reported by the scan
+            return value.astype(np.float32)
 
     def _stack_samples(self, key, value):
         """Per-sample arrays (list or object array) -> one array, if all shapes agree."""
@@ -372,7 +411,8 @@ class _SplitReader:
                     f"in '{key}_lengths' (as MMSA does)",
                 )
         try:
-            return np.asarray(samples, dtype=np.float32) if samples else np.zeros((0, 0, 0))
+            with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as in `_features`
+                return np.asarray(samples, dtype=np.float32) if samples else np.zeros((0, 0, 0))
         except (TypeError, ValueError) as error:
             raise self.error(
                 f"cannot be read as numbers ({error})",
@@ -399,7 +439,14 @@ class _SplitReader:
             )
 
     def _vector(self, key, n, what):
-        value = np.asarray(self._array(key))
+        try:
+            value = np.asarray(self._array(key))
+        except ValueError:  # nested sequences of unequal lengths
+            raise self.error(
+                "is ragged, expected one number per sample",
+                key=key,
+                fix=f"store one {what} per sample as a flat array",
+            ) from None
         if value.ndim == 0 or value.shape[0] != n:
             count = "a scalar" if value.ndim == 0 else f"{value.shape[0]} samples"
             raise self.error(
@@ -422,7 +469,8 @@ class _SplitReader:
         return value.reshape(n)
 
     def _labels(self, key, n):
-        label = self._vector(key, n, "label").astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, out of range below
+            label = self._vector(key, n, "label").astype(np.float32, copy=False)
         bad = np.isnan(label)
         if bad.any():
             raise self.error(
@@ -472,8 +520,9 @@ class _SplitReader:
                         sample=i,
                         fix="store lengths as integers",
                     )
+                # Checked before the cast: 2**32 + 5 would wrap around to a valid 5.
+                self._check_lengths(value, seq_len, key, modality)
                 length = value.astype(np.int32)
-                self._check_lengths(length, seq_len, key, modality)
             elif seq_len == text_len:
                 length = text_length.copy()
             else:
@@ -508,15 +557,16 @@ class _SplitReader:
         if not bad.any():
             return
         i = int(np.argmax(bad))
+        shown = int(length[i]) if np.isfinite(length[i]) else length[i]
         if length[i] < 1:
             raise self.error(
-                f"length {int(length[i])} would make an all-masked {modality} sequence",
+                f"length {shown} would make an all-masked {modality} sequence",
                 key=key,
                 sample=i,
                 fix="drop the sample or re-extract its features (every length must be >= 1)",
             )
         raise self.error(
-            f"length {int(length[i])} is longer than the {modality} sequence ({seq_len} steps)",
+            f"length {shown} is longer than the {modality} sequence ({seq_len} steps)",
             key=key,
             sample=i,
             fix=f"clip the lengths to {seq_len} (as MMSA-FET does) or re-pad the features",

@@ -21,6 +21,8 @@ from midg_keras.data.sources import Source, load_source, parse_sources
 
 # Examples of TFDS sources smaller than this are cached in memory after the first epoch.
 CACHE_BYTES = 2 << 30
+# The shuffle buffer of TFDS sources holds copies of examples: at most this many bytes.
+SHUFFLE_BUFFER_BYTES = 1 << 30
 
 
 @dataclasses.dataclass
@@ -58,7 +60,8 @@ class PreparedData:
         return self.tests[0]
 
     def run_config_json(self, config: Config) -> str:
-        """`config.json` of a run: the flags plus each source's resolved spec and label family.
+        """`config.json` of a run: the flags, each source's resolved spec and label family,
+        and the sha256 of every input file (`input_sha256`: path -> hex digest).
 
         Export reads the (first) target's label family from here (`data_sources`) instead
         of re-deriving it from the flags.
@@ -68,6 +71,11 @@ class PreparedData:
             "source": [_describe(source) for source in self.sources],
             "target": _describe(self.target),
             "targets": [_describe(target) for target in self.targets],
+        }
+        values["input_sha256"] = {
+            path: digest
+            for source in self.sources + self.targets
+            for path, digest in source.input_sha256.items()
         }
         return json.dumps(values, indent=2, sort_keys=True)
 
@@ -81,10 +89,21 @@ def target_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
-def prepare_data(config: Config) -> PreparedData:
-    """Opens the configured sources/targets, checks them against each other, batches them."""
-    modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
-    modalities = [key for key in MODALITY_KEYS if key in modalities]
+@dataclasses.dataclass
+class OpenedSources:
+    """The opened source and target datasets of a run: what all its seeds share.
+
+    Opening reads a pickle into memory (MOSEI: gigabytes); a multi-seed experiment opens
+    once and batches per seed (`prepare_data(config, opened)`), so the arrays are never
+    held twice.
+    """
+
+    sources: list[Source]
+    targets: list[Source]
+
+
+def open_sources(config: Config) -> OpenedSources:
+    """Opens `--source` and `--target` (a target that is also a source is opened once)."""
     source_specs = parse_sources(config.source, "source")
     sources = [open_source(spec, config, label_csv=config.label_csv) for spec in source_specs]
     # A target that is also a source (its in-domain test split) is not read twice: on MOSEI
@@ -96,34 +115,62 @@ def prepare_data(config: Config) -> PreparedData:
     ]
     targets = targets or sources[:1]
     _check_target_names(targets)
+    return OpenedSources(sources=sources, targets=targets)
+
+
+def prepare_data(config: Config, opened: OpenedSources | None = None) -> PreparedData:
+    """Checks the sources against each other and batches them for `config`'s seed.
+
+    `opened` (`open_sources(config)`) reuses datasets already opened with the same data
+    flags; without it the sources are opened here.
+    """
+    modalities = [MODALITY_LETTERS[m] for m in config.modality_list()]
+    modalities = [key for key in MODALITY_KEYS if key in modalities]
+    opened = opened or open_sources(config)
+    sources, targets = opened.sources, opened.targets
     dims = {key: sources[0].dims[key] for key in modalities}
     for other in sources[1:] + [target for target in targets if target is not sources[0]]:
         check_dims(sources[0], other, modalities, config.harmonize)
     strides = resolve_strides(config, sources, modalities)
 
+    def per_source(split, chosen, with_ids=False, seed=None):
+        return [
+            model_examples(
+                source.shuffled(split, seed) if seed is not None else source.splits[split],
+                modalities=modalities,
+                dims=dims,
+                label_scale=source.label_scale,
+                source_index=index,
+                cache=_cacheable(source, split) and seed is None,
+                with_ids=with_ids,
+            )
+            for index, source in chosen
+        ]
+
     def examples(split, chosen, with_ids=False):
-        return _concatenate(
-            [
-                model_examples(
-                    source.splits[split],
-                    modalities=modalities,
-                    dims=dims,
-                    label_scale=source.label_scale,
-                    source_index=index,
-                    cache=_cacheable(source, split),
-                    with_ids=with_ids,
-                )
-                for index, source in chosen
-            ]
-        )
+        return _concatenate(per_source(split, chosen, with_ids))
 
     indexed_sources = list(enumerate(sources))
-    train = batch(
-        examples("train", indexed_sources),
-        config.batch_size,
-        shuffle_buffer=config.shuffle_buffer,
-        seed=config.seed,
-    )
+    if config.shuffle_buffer and all(source.shuffled for source in sources):
+        # In-memory sources shuffle by index, in place (no buffer of copies: on MOSEI a
+        # 20 000-example buffer is a second 6 GB copy of the training set).
+        shuffled = per_source("train", indexed_sources, seed=config.seed)
+        counts = [source.num_examples["train"] for source in sources]
+        train = (
+            shuffled[0]
+            if len(shuffled) == 1
+            else tf.data.Dataset.sample_from_datasets(
+                shuffled, weights=[n / sum(counts) for n in counts], seed=config.seed
+            )
+        )
+        train = batch(train, config.batch_size)
+    else:
+        train = batch(
+            examples("train", indexed_sources),
+            config.batch_size,
+            shuffle_buffer=_shuffle_buffer(config, sources),
+            seed=config.seed,
+        )
     validation = batch(examples("validation", indexed_sources), config.batch_size)
     tests = [
         batch(examples("test", [(0, target)], with_ids=True), config.batch_size)
@@ -157,7 +204,8 @@ def _check_target_names(targets):
 
 
 def open_source(spec, config: Config, label_csv: str = "") -> Source:
-    """Opens one dataset with the run's data flags (data dir, manual dirs, NaN handling).
+    """Opens one dataset with the run's data flags (data dir, manual dirs, NaN handling,
+    trusted pickles).
 
     `label_csv` (`--label_csv`, passed for the source only) replaces its labels.
     """
@@ -167,6 +215,7 @@ def open_source(spec, config: Config, label_csv: str = "") -> Source:
         manual_dir=config.manual_dir,
         manual_dirs=config.manual_dir_map(),
         nan_to_num=config.nan_to_num,
+        trust_pickle=config.trust_pickle,
         label_csv=label_csv,
     )
 
@@ -247,12 +296,21 @@ def resolve_strides(config: Config, sources, modalities) -> dict[str, int]:
     return strides
 
 
+def _shuffle_buffer(config: Config, sources) -> int:
+    """`--shuffle_buffer`, capped so the buffer's copies stay under `SHUFFLE_BUFFER_BYTES`."""
+    largest = max(_bytes_per_example(source) for source in sources)
+    return max(config.batch_size, min(config.shuffle_buffer, SHUFFLE_BUFFER_BYTES // largest))
+
+
+def _bytes_per_example(source: Source) -> int:
+    return 4 * sum(source.max_lengths[k] * source.dims[k] for k in source.dims)
+
+
 def _cacheable(source: Source, split: str) -> bool:
     """Pickle sources are already in memory: caching them would hold a second copy."""
     if source.spec.is_pickle:
         return False
-    bytes_per_example = 4 * sum(source.max_lengths[k] * source.dims[k] for k in source.dims)
-    return bytes_per_example * source.num_examples[split] < CACHE_BYTES
+    return _bytes_per_example(source) * source.num_examples[split] < CACHE_BYTES
 
 
 def _concatenate(datasets):

@@ -15,10 +15,12 @@ import dataclasses
 import difflib
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 
 from midg_keras.constants import BUILDER_FAMILY, LABEL_SCALE, MODALITY_KEYS, SPLITS
+from midg_keras.data.checksums import file_sha256
 from midg_keras.data.errors import DataError
 
 PICKLE_PREFIX = "pickle:"
@@ -134,6 +136,12 @@ class Source:
         dims: modality key (`text`, `audio`, `vision`) -> feature dim.
         max_lengths: modality key -> longest sequence over all splits.
         fixed_neg_inf: split name -> number of `-inf` audio values mapped to 0.
+        shuffled: for sources held in memory (pickles), `(split, seed) -> dataset` of the
+            split's examples in a new random order at every iteration, read in place;
+            None for TFDS sources, which the pipeline shuffles through a buffer.
+        input_sha256: absolute path -> sha256 of each file the data was read from (the
+            pickle and label.csv; for a TFDS source the manual-dir file as recorded when
+            the builder prepared it); a run records them in `config.json`.
     """
 
     name: str
@@ -143,6 +151,8 @@ class Source:
     dims: dict[str, int]
     max_lengths: dict[str, int]
     fixed_neg_inf: dict[str, int]
+    shuffled: Callable[[str, int], object] | None = None
+    input_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -179,6 +189,7 @@ def load_source(
     manual_dir: str = "",
     manual_dirs: dict[str, str] | None = None,
     nan_to_num=False,
+    trust_pickle=False,
     label_csv: str = "",
     flag: str = "source",
 ) -> Source:
@@ -190,6 +201,8 @@ def load_source(
         manual_dir: folder of the MMSA pickles for builders not in `manual_dirs`.
         manual_dirs: builder name -> its own manual dir (MOSI and MOSEI files share names).
         nan_to_num: map NaN/inf features to 0 instead of failing.
+        trust_pickle: unpickle with plain pickle (any code the file names); by default only
+            what MMSA files hold is allowed (`midg_keras.data.safe_pickle`).
         label_csv: an MMSA label.csv whose labels replace a pickle's (`join_label_csv`;
             rows with a mode in `LABEL_CSV_SKIP` are skipped); "" keeps the pickle's.
         flag: the flag the string came from, named in errors.
@@ -204,35 +217,49 @@ def load_source(
             fix="give --source=pickle:PATH of the feature file the label.csv belongs to",
         )
     if spec.is_pickle:
-        return _load_pickle_source(name, spec, nan_to_num, label_csv)
+        return _load_pickle_source(name, spec, nan_to_num, trust_pickle, label_csv)
     manual_dir = (manual_dirs or {}).get(spec.builder) or manual_dir
-    return _load_tfds_source(name, spec, data_dir, manual_dir)
+    return _load_tfds_source(name, spec, data_dir, manual_dir, nan_to_num, trust_pickle)
 
 
-def _load_pickle_source(name, spec, nan_to_num, label_csv):
+def _load_pickle_source(name, spec, nan_to_num, trust_pickle, label_csv):
     import tensorflow as tf
 
     from midg_keras.data.label_csv import join_label_csv
     from midg_keras.data.mmsa import load_mmsa_pickle
 
+    path = os.path.expanduser(spec.path)
     arrays = load_mmsa_pickle(
-        os.path.expanduser(spec.path), family=spec.family, nan_to_num=nan_to_num
+        path, family=spec.family, nan_to_num=nan_to_num, trust_pickle=trust_pickle
     )
+    input_files = [path]
     if label_csv:
-        arrays = join_label_csv(
-            arrays, os.path.expanduser(label_csv), family=spec.family, skip_modes=LABEL_CSV_SKIP
-        )
+        label_csv = os.path.expanduser(label_csv)
+        arrays = join_label_csv(arrays, label_csv, family=spec.family, skip_modes=LABEL_CSV_SKIP)
+        input_files.append(label_csv)
     first = arrays["train"]
     dims = {key: int(getattr(first, key).shape[-1]) for key in MODALITY_KEYS}
     unimodal = bool(first.unimodal_labels)
     signature = example_signature(dims, unimodal_labels=unimodal)
-    splits = {}
-    for split in SPLITS:
+
+    def from_arrays(split, generate):
         # A generator reads the loaded arrays in place: MOSEI-size files are not copied
         # into a second in-memory tensor.
-        splits[split] = tf.data.Dataset.from_generator(
-            arrays[split].examples, output_signature=signature
-        ).apply(tf.data.experimental.assert_cardinality(len(arrays[split].label)))
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).apply(
+            tf.data.experimental.assert_cardinality(len(arrays[split]))
+        )
+
+    def shuffled(split, seed):
+        # A permutation per iteration (each epoch of `repeat()` calls `generate` again),
+        # drawn from one seeded stream: a full shuffle with no buffer holding copies.
+        permutations = np.random.default_rng(seed)
+
+        def generate():
+            yield from arrays[split].examples(permutations.permutation(len(arrays[split])))
+
+        return from_arrays(split, generate)
+
+    splits = {split: from_arrays(split, arrays[split].examples) for split in SPLITS}
     return Source(
         name=name,
         spec=spec,
@@ -244,6 +271,8 @@ def _load_pickle_source(name, spec, nan_to_num, label_csv):
             for key in MODALITY_KEYS
         },
         fixed_neg_inf={split: int(arrays[split].fixed_neg_inf) for split in SPLITS},
+        shuffled=shuffled,
+        input_sha256={os.path.abspath(p): file_sha256(p) for p in input_files},
     )
 
 
@@ -266,10 +295,14 @@ def _builder_class(name, spec):
     return builder_class
 
 
-def _load_tfds_source(name, spec, data_dir, manual_dir):
+def _load_tfds_source(name, spec, data_dir, manual_dir, nan_to_num, trust_pickle):
     import tensorflow_datasets as tfds
 
-    builder = _builder_class(name, spec)(config=spec.config or None, data_dir=data_dir or None)
+    builder_class = _builder_class(name, spec)
+    options = {"config": spec.config or None, "data_dir": data_dir or None}
+    if getattr(builder_class, "READS_MANUAL_PICKLE", False):
+        options.update(nan_to_num=nan_to_num, trust_pickle=trust_pickle)
+    builder = builder_class(**options)
     spec = dataclasses.replace(spec, config=builder.builder_config.name)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
     builder.download_and_prepare(download_config=download_config)
@@ -287,6 +320,7 @@ def _load_tfds_source(name, spec, data_dir, manual_dir):
         fixed_neg_inf={
             split: int(metadata.get("fixed_neg_inf", {}).get(split, 0)) for split in SPLITS
         },
+        input_sha256=dict(metadata.get("source_sha256", {})),
     )
 
 

@@ -9,9 +9,11 @@ A trained workdir becomes `<export_dir>/<version>/`: a TensorFlow SavedModel wri
              polarity   int32 [batch]    1 positive, 0 neutral or negative
 
 Batch, time and feature dims are dynamic in the signature; the serving function itself
-checks every used input (feature dim, batch agreement, 1 <= length <= time) with in-graph
-asserts, so a bad request fails with one InvalidArgument naming the input, in TF Serving
-as in Python, instead of deep inside a matmul. Runs trained with `--harmonize=pad` pad or
+checks every used input (non-empty batch, feature dim, batch agreement, 1 <= length <= time,
+finite feature values within +-MAX_ABS_FEATURE) and the score it returns (finite) with
+in-graph asserts, so a bad request fails with one InvalidArgument naming the input, in TF
+Serving as in Python, instead of deep inside a matmul or, worse, with a plausible score.
+Nothing is clamped or cleaned. Runs trained with `--harmonize=pad` pad or
 truncate feature dims as their evaluation did, instead of refusing other dims. A model
 trained on a modality subset still takes all three modalities; the unused ones are ignored.
 The graph is float32 even when the model was trained with mixed precision. Predictions come
@@ -33,6 +35,11 @@ from midg_keras.data.sources import SourceSpec
 from midg_keras.models import SentimentModel  # importing the package registers both models
 
 SIGNATURE_NAME = "serving_default"
+# Feature values must be finite and within +-MAX_ABS_FEATURE. Real features are far smaller
+# (BERT/openSMILE/Facet/COVAREP values stay below ~1e3); far larger ones overflow float32
+# inside the layer norms (from ~1e19 for a small model, sooner with larger weights), and the
+# scores turn to garbage (near 0, then NaN). docs/design.md §10.
+MAX_ABS_FEATURE = 1e6
 METADATA_FILE = os.path.join("assets.extra", "midg_export.json")
 
 
@@ -136,7 +143,14 @@ def make_serving_function(model: SentimentModel, label_scale: float, pad_dims=Fa
             length = lengths[key]
             if batch_size is None:
                 batch_size, batch_key = shape[0], key
+                # Every modality waits for it: an empty batch otherwise fails inside an encoder.
+                not_empty = _check(
+                    tf.greater(batch_size, 0),
+                    key + ": the batch is empty ({} examples); send at least one",
+                    [batch_size],
+                )
             checks = [
+                not_empty,
                 _check(
                     tf.equal(shape[0], batch_size),
                     key + ": batch size {} differs from " + batch_key + "'s {}",
@@ -161,6 +175,7 @@ def make_serving_function(model: SentimentModel, label_scale: float, pad_dims=Fa
                         [shape[2]],
                     )
                 )
+            checks.append(_check_values(key, features[key]))
             with tf.control_dependencies(checks):
                 sequence = tf.identity(features[key])
             if pad_dims:
@@ -171,9 +186,34 @@ def make_serving_function(model: SentimentModel, label_scale: float, pad_dims=Fa
         inputs["source_index"] = tf.zeros([batch_size], tf.int32)
         prediction = model(inputs, training=False)["prediction"]
         sentiment = tf.cast(prediction, tf.float32) * label_scale
+        finite = _check(
+            tf.reduce_all(tf.math.is_finite(sentiment)),
+            "sentiment: the model produced a non-finite score {}; no score is returned",
+            [sentiment],
+        )
+        with tf.control_dependencies([finite]):
+            sentiment = tf.identity(sentiment)
         return {"sentiment": sentiment, "polarity": tf.cast(sentiment > 0, tf.int32)}
 
     return serve
+
+
+def _check_values(key, features):
+    """Every feature value finite and within +-MAX_ABS_FEATURE (padding included)."""
+    within = tf.abs(features) <= MAX_ABS_FEATURE  # False for NaN and +-inf
+    bad = tf.where(tf.logical_not(within))
+    first = bad[:1]
+    limit = f"{MAX_ABS_FEATURE:g}".replace("e+0", "e").replace("e+", "e")
+    return _check(
+        tf.reduce_all(within),
+        key + ": feature values must be finite and within +-" + limit + "; {} are not, the "
+        "first {} at [example, frame, feature] = {}",
+        [
+            tf.shape(bad)[0],
+            tf.reshape(tf.gather_nd(features, first), [-1]),
+            tf.reshape(first, [-1]),
+        ],
+    )
 
 
 def _check(condition, template, values):

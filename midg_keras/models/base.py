@@ -134,6 +134,20 @@ class SentimentModel(keras.Model):
             )
         return shifted
 
+    def with_simulated_inputs(self, inputs):
+        """The batch followed by its simulated out-of-domain version: 2B rows, one pass.
+
+        Every layer up to the pooling works per sample, so one pass over the 2B rows
+        computes what a clean and a shifted pass compute, with half the kernel launches
+        and matrix products twice as tall (docs/design.md §4.9). The shift is drawn from
+        the clean batch alone (its statistics perturbation uses the batch's spread).
+        """
+        shifted = self.simulated_inputs(inputs)
+        return {key: ops.concatenate([inputs[key], shifted[key]], axis=0) for key in shifted}
+
+    def batch_size(self, inputs):
+        return ops.shape(inputs[self.modalities[0]])[0]
+
     def pool_concat(self, sequences, masks):
         return ops.concatenate(
             [self.pooling(sequences[key], mask=masks[key]) for key in self.modalities], axis=-1
@@ -230,12 +244,11 @@ class LateFusionBaseline(SentimentModel):
         self.head = self.mlp(1, name="late_fusion_head")
 
     def call(self, inputs, training=None):
-        outputs = {"prediction": self.predict_score(inputs, training)}
-        if training and self.simulate_shift:
-            outputs["prediction_shifted"] = self.predict_score(
-                self.simulated_inputs(inputs), training
-            )
-        return outputs
+        if not (training and self.simulate_shift):
+            return {"prediction": self.predict_score(inputs, training)}
+        clean_rows = self.batch_size(inputs)
+        scores = self.predict_score(self.with_simulated_inputs(inputs), training)
+        return {"prediction": scores[:clean_rows], "prediction_shifted": scores[clean_rows:]}
 
     def predict_score(self, inputs, training):
         encoded = self.encode(inputs, training=training)

@@ -193,9 +193,13 @@ class MIDG(SentimentModel):
         self.out_head = self.mlp(1, name="out_of_domain_head")
 
     def call(self, inputs, training=None):
-        clean = self.represent(inputs, training=training, in_domain=True)
-        y_in, y_out = clean["y_in"], clean["y_out"]
-        batch = ops.shape(y_out)[0]
+        # In training the clean rows are followed by their simulated out-of-domain
+        # version (`with_simulated_inputs`) and both go through one pass.
+        clean_rows = self.batch_size(inputs)
+        if training:
+            inputs = self.with_simulated_inputs(inputs)
+        represented = self.represent(inputs, training=training, clean_rows=clean_rows)
+        y_in, y_out = represented["y_in"], represented["y_out"][:clean_rows]
         blend = (self.alpha * y_in + self.beta * y_out) / (self.alpha + self.beta)
         outputs = {
             "prediction": {"out": y_out, "in": y_in, "blend": blend}[self.inference_path],
@@ -204,41 +208,46 @@ class MIDG(SentimentModel):
             "y_blend": blend,
             # Batch-level terms broadcast over the batch so every output is per-sample
             # (`predict` concatenates outputs across batches).
-            "decoupling_loss": ops.broadcast_to(clean["decoupling_loss"], (batch,)),
-            "router_loss": ops.broadcast_to(clean["router_loss"], (batch,)),
+            "decoupling_loss": ops.broadcast_to(represented["decoupling_loss"], (clean_rows,)),
+            "router_loss": ops.broadcast_to(represented["router_loss"], (clean_rows,)),
         }
         if training:
-            shifted = self.represent(self.simulated_inputs(inputs), training=True, in_domain=False)
-            outputs["y_out_shifted"] = shifted["y_out"]
-            for stream, represented in (("clean", clean), ("shifted", shifted)):
-                logits = self.discriminator(
-                    self.gradient_reversal(represented["fused"]), training=training
-                )
-                outputs[f"domain_logits_{stream}"] = ops.cast(logits, "float32")
+            outputs["y_out_shifted"] = represented["y_out"][clean_rows:]
+            logits = self.discriminator(
+                self.gradient_reversal(represented["fused"]), training=training
+            )
+            logits = ops.cast(logits, "float32")
+            outputs["domain_logits_clean"] = logits[:clean_rows]
+            outputs["domain_logits_shifted"] = logits[clean_rows:]
         return outputs
 
-    def represent(self, inputs, training, in_domain):
-        """Encoders -> decoupling -> (MoIE -> ŷ1 when `in_domain`) and CM-Adapter -> O -> ŷ2."""
+    def represent(self, inputs, training, clean_rows):
+        """Encoders -> decoupling -> MoIE -> ŷ1 and CM-Adapter -> O -> ŷ2.
+
+        The first `clean_rows` rows are the clean batch; any rows after them are its
+        simulated out-of-domain version, which skips the in-domain pipeline (ŷ1) and
+        whose decoupling loss is not part of L.
+        """
         encoded = self.encode(inputs, training=training)
         in_streams, out_streams, masks = {}, {}, {}
         decoupling_loss = ops.zeros((), "float32")
         for key, (sequence, mask) in encoded.items():
             masks[key] = mask
             if self.use_decoupling:
-                streams = self.decouplers[key](sequence, mask=mask, training=training)
-                in_streams[key] = streams["in_domain"]
-                out_streams[key] = streams["out_of_domain"]
+                streams = self.decouple_rows(key, sequence, mask, clean_rows, training)
+                in_streams[key], out_streams[key] = streams["in_domain"], streams["out_of_domain"]
                 decoupling_loss = decoupling_loss + ops.cast(streams["loss"], "float32")
             else:
                 in_streams[key] = out_streams[key] = sequence
-        represented = {"decoupling_loss": decoupling_loss}
-        if in_domain:
-            invariant, router_loss = self.fuse_in_domain(
-                self.pool_concat(in_streams, masks), training
-            )
-            head = self.in_head(invariant, training=training)
-            represented["y_in"] = ops.squeeze(ops.cast(head, "float32"), -1)
-            represented["router_loss"] = router_loss
+        invariant, router_loss = self.fuse_in_domain(
+            self.pool_concat(in_streams, masks)[:clean_rows], training
+        )
+        head = self.in_head(invariant, training=training)
+        represented = {
+            "decoupling_loss": decoupling_loss,
+            "router_loss": router_loss,
+            "y_in": ops.squeeze(ops.cast(head, "float32"), -1),
+        }
         pooled = []
         for key in self.modalities:
             sequence = out_streams[key]
@@ -255,6 +264,25 @@ class MIDG(SentimentModel):
         head = self.out_head(fused, training=training)
         represented["y_out"] = ops.squeeze(ops.cast(head, "float32"), -1)
         return represented
+
+    def decouple_rows(self, key, sequence, mask, clean_rows, training):
+        """Eqs. 1-3 on the clean rows and, separately, on the simulated rows after them.
+
+        Separate calls keep the decoupling's batch-level terms (its CLUB bound pairs
+        samples within the batch) to one stream each; only the clean loss enters L.
+        """
+        decoupler = self.decouplers[key]
+        clean = decoupler(sequence[:clean_rows], mask=mask[:clean_rows], training=training)
+        if not training:
+            return clean
+        shifted = decoupler(sequence[clean_rows:], mask=mask[clean_rows:], training=training)
+        return {
+            "loss": clean["loss"],
+            **{
+                stream: ops.concatenate([clean[stream], shifted[stream]], axis=0)
+                for stream in ("in_domain", "out_of_domain")
+            },
+        }
 
     def fuse_in_domain(self, pooled, training):
         """MoIE (or the concat-fusion ablation) on pooled streams: (h, router aux loss)."""

@@ -12,7 +12,9 @@ shapes, for tests and local demos:
 
 Request parsing follows TF Serving's JSON rules (row and columnar formats, named inputs,
 JSON number types checked against the signature dtypes) and its error texts. It listens on
-127.0.0.1 only, reads at most `max_body_bytes` per request and times idle connections out.
+127.0.0.1 only, serves each connection in its own thread, reads at most `max_body_bytes` per
+request (a larger body is answered 413; TF Serving itself sets no REST body limit) and
+times idle connections out.
 """
 
 import http.server
@@ -30,6 +32,7 @@ REQUEST_TIMEOUT_S = 30
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>:predict|/metadata)?$"
 )
+_C_TYPES = {"float16": "half", "bfloat16": "bfloat16", "float32": "float", "float64": "double"}
 _JSON_TYPES = {bool: "True", str: "String", dict: "Object", list: "Array", type(None): "Null"}
 
 
@@ -67,12 +70,25 @@ def _dense_shape(value):
     return shape
 
 
+def _lossless(item, dtype):
+    """TF Serving's `IsLosslessDecimal`: integers up to 2**digits - 1, floats within range."""
+    info = np.finfo(dtype.as_numpy_dtype)
+    if isinstance(item, int):
+        return abs(item) <= (1 << (info.nmant + 1)) - 1
+    return not np.isfinite(item) or float(info.min) <= item <= float(info.max)
+
+
 def json_to_array(value, dtype):
     """One JSON value (number or nested lists) -> numpy array of the signature dtype."""
     shape = _dense_shape(value)
     for item in _flatten(value):
         if dtype.is_floating:
             ok = _json_type(item) == "Number"
+            if ok and not _lossless(item, dtype):
+                raise ValueError(
+                    f"Cannot convert JSON value: {_json_text(item)} to {_C_TYPES[dtype.name]} "
+                    "without loss of precision."
+                )
         else:
             ok = (
                 isinstance(item, int)
@@ -112,6 +128,8 @@ def parse_predict_request(body: bytes, input_specs):
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise invalid(f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply") from None
     if not isinstance(document, dict):
         raise invalid(f"JSON Value: {_json_text(document)} Is not object")
     signature_name = document.get("signature_name", "")
@@ -126,17 +144,21 @@ def parse_predict_request(body: bytes, input_specs):
             f"JSON Value: {_json_text(document)} Not formatted correctly expecting only one of "
             "'inputs' or 'instances' keys to exist"
         )
-    if "instances" in document:
-        instances = document["instances"]
-        # TF Serving's FormatError(doc, ...): "JSON Value: <request> <message>" (sic "Excepting").
-        if not isinstance(instances, list):
-            problem = "Excepting 'instances' to be an list/array"
-            raise invalid(f"JSON Value: {_json_text(document)} {problem}")
-        if not instances:
-            raise invalid(f"JSON Value: {_json_text(document)} No values in 'instances' array")
-        return signature_name, _rows(instances, specs, invalid), True
-    if "inputs" in document:
-        return signature_name, _columns(document["inputs"], specs, invalid), False
+    try:
+        if "instances" in document:
+            instances = document["instances"]
+            # TF Serving's FormatError(doc, ...): "JSON Value: <request> <message>" (sic).
+            if not isinstance(instances, list):
+                problem = "Excepting 'instances' to be an list/array"
+                raise invalid(f"JSON Value: {_json_text(document)} {problem}")
+            if not instances:
+                problem = "No values in 'instances' array"
+                raise invalid(f"JSON Value: {_json_text(document)} {problem}")
+            return signature_name, _rows(instances, specs, invalid), True
+        if "inputs" in document:
+            return signature_name, _columns(document["inputs"], specs, invalid), False
+    except RecursionError:  # lists nested far deeper than any input's rank
+        raise invalid("JSON Value: lists are nested too deeply for the inputs' ranks") from None
     raise invalid("Missing 'inputs' or 'instances' key")
 
 
@@ -273,23 +295,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = self._read_body()
             signature_name, inputs, row_format = parse_predict_request(body, servable.input_specs)
             outputs = servable.predict(inputs, signature_name)
-            self._reply(200, predict_response(outputs, row_format))
+            payload = predict_response(outputs, row_format)
         except ServingError as error:
-            self._reply(error.http_status, {"error": error.message})
+            return self._reply(error.http_status, {"error": error.message})
+        except Exception as error:  # a stand-in bug must not drop the connection unanswered
+            self.close_connection = True
+            return self._reply(500, {"error": f"stand-in failure: {type(error).__name__}: {error}"})
+        self._reply(200, payload)
 
     def _read_body(self):
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             self.close_connection = True
             raise ServingError("INVALID_ARGUMENT", "a Content-Length header is required")
-        if int(length) > self.server.max_body_bytes:
+        length = int(length)
+        if length > self.server.max_body_bytes:
             self.close_connection = True
+            self._discard(length)
             raise ServingError(
-                "INVALID_ARGUMENT",
+                "RESOURCE_EXHAUSTED",
                 f"request body of {length} bytes exceeds the stand-in's limit of "
                 f"{self.server.max_body_bytes} bytes",
+                http_status=413,
             )
-        return self.rfile.read(int(length))
+        return self.rfile.read(length)
+
+    def _discard(self, length):
+        """Reads and drops a refused body (up to 4x the limit) so the client gets the 413.
+
+        Closing a socket with unread input resets the connection, and the client would see
+        that instead of the answer. Larger bodies are not read: the connection just closes.
+        """
+        if length > 4 * self.server.max_body_bytes:
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                return
+            length -= len(chunk)
 
 
 class RestStandin(http.server.ThreadingHTTPServer):

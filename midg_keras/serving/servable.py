@@ -4,38 +4,60 @@ STAND-IN, NOT TF SERVING. The `tensorflow_model_server` binary cannot be install
 the REST and gRPC stand-ins load the exported SavedModel with `tf.saved_model.load` and
 answer in TF Serving's request/response shapes, with its error codes and message forms
 for the request checks TF Serving does itself (input names, dtypes); everything else
-(feature dims, batch agreement, lengths) is checked by the exported graph, as it is under
-the real server. Production serving is `docker run tensorflow/serving` (BUILD.md).
+(empty batches, feature dims, batch agreement, lengths, non-finite or huge feature values)
+is checked by the exported graph, as it is under the real server. One `Servable` answers
+concurrent requests. Production serving is `docker run tensorflow/serving` (BUILD.md).
 """
 
+import json
 import os
+import threading
 
 import numpy as np
 import tensorflow as tf
 
 DEFAULT_SIGNATURE = "serving_default"
 
-# gRPC status names -> the HTTP status TF Serving's REST API answers with.
+# gRPC status names -> the HTTP status TF Serving's REST API answers with
+# (`ToHTTPStatusCode` in tensorflow_serving/model_servers/http_server.cc).
 HTTP_STATUS = {
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
     "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
+    "DEADLINE_EXCEEDED": 504,
     "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
     "UNIMPLEMENTED": 501,
     "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
 }
+# TensorFlow's error codes (the same numbers as gRPC's) -> status names.
+_STATUS_NAMES = {getattr(tf.errors, name): name for name in HTTP_STATUS}
 
 
 class ServingError(Exception):
-    """A failed request: `code` is the gRPC status name, `message` TF Serving's text."""
+    """A failed request: `code` is the gRPC status name, `message` TF Serving's text.
 
-    def __init__(self, code, message):
+    `http_status` overrides the REST status TF Serving derives from `code` (the REST
+    stand-in's body-size limit answers 413, as libevent does for `evhttp_set_max_body_size`).
+    """
+
+    def __init__(self, code, message, http_status=None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self):
-        return HTTP_STATUS.get(self.code, 500)
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
 
 def latest_version(base_path: str) -> int:
@@ -67,6 +89,28 @@ class Servable:
         self.path = os.path.join(base_path, str(self.version))
         self._loaded = tf.saved_model.load(self.path)
         self.signatures = dict(self._loaded.signatures)
+        # TensorFlow instantiates (and optimizes) a loaded function on its first call, and
+        # concurrent first calls each do it: 8 at once took 10x one. The first call of each
+        # signature runs alone; later ones run concurrently (loaded functions are thread-safe).
+        self._first_call = threading.Lock()
+        self._called = set()
+        self._warm_up()
+
+    def _warm_up(self):
+        """One request of zeros (TF Serving's model warm-up), when the export records dims."""
+        path = os.path.join(self.path, "assets.extra", "midg_export.json")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            dims = json.load(f).get("input_dims", {})
+        inputs = {}
+        for name, spec in self.input_specs().items():
+            key = name.removesuffix("_length")
+            if name == key:
+                inputs[name] = np.zeros([1, 1, dims.get(key, 1)], np.float32)
+            else:
+                inputs[name] = np.ones([1], spec.dtype.as_numpy_dtype)
+        self.predict(inputs)
 
     def input_specs(self, signature_name=""):
         """Input name -> `tf.TensorSpec` of a signature; unknown names fail like TF Serving."""
@@ -119,10 +163,20 @@ class Servable:
                 )
             tensors[name] = tf.constant(value)
         try:
-            outputs = function(**tensors)
-        except tf.errors.InvalidArgumentError as error:
-            raise ServingError("INVALID_ARGUMENT", _graph_message(error)) from None
+            outputs = self._call(signature_name or DEFAULT_SIGNATURE, function, tensors)
+        except tf.errors.OpError as error:
+            code = _STATUS_NAMES.get(error.error_code, "INTERNAL")
+            raise ServingError(code, _graph_message(error)) from None
         return {name: value.numpy() for name, value in outputs.items()}
+
+    def _call(self, key, function, tensors):
+        if key in self._called:
+            return function(**tensors)
+        with self._first_call:
+            try:
+                return function(**tensors)
+            finally:
+                self._called.add(key)
 
 
 def _shape_text(shape):

@@ -4,16 +4,22 @@
 other TensorFlow op, as `MultiWorkerMirroredStrategy` requires) and the caller passes it
 down to whatever builds or fits a model. Input batches are global and split across
 replicas; `shard_for` makes tf.data shard by element across workers (files cannot be
-relied on: pickle sources have none).
+relied on: pickle sources have none). Under `multiworker` only the chief writes the shared
+`--workdir`; `worker_workdir` sends every other worker's files to a temporary scratch copy.
+tests/test_multiworker.py runs BUILD.md's two-worker command on localhost.
 """
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 
 import keras
 
 from midg_keras import keras_compat
 from midg_keras.config import Config, ConfigError
+from midg_keras.constants import MODEL_FILE
 from midg_keras.training.precision import precision_policy
 
 
@@ -55,22 +61,54 @@ def check_strategy(config: Config, strategy):
         )
 
 
-def worker_workdir(workdir: str, config: Config, strategy) -> str:
-    """Where this process writes: `workdir` on the chief, `workdir/worker_<i>` elsewhere.
+def is_chief(config: Config, strategy) -> bool:
+    """Whether this process writes the shared `--workdir`: always, but under `multiworker`.
 
-    Under `--distribute=multiworker` every worker runs the whole training loop, callbacks
-    included; only the chief (task `chief`, or worker 0 when the cluster has none) writes
-    to the shared `--workdir`, the others to their own subfolder, so no file is written by
-    two processes.
+    There only the chief does: task `chief`, or worker 0 when the cluster has none (or
+    when there is no `TF_CONFIG`: a single worker).
     """
     if config.distribute != "multiworker":
-        return workdir
+        return True
     resolver = strategy.cluster_resolver
     task_type, task_id = resolver.task_type, resolver.task_id
     has_chief = "chief" in resolver.cluster_spec().as_dict()
-    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not has_chief):
+    return task_type in (None, "chief") or (
+        task_type == "worker" and task_id == 0 and not has_chief
+    )
+
+
+# What a worker reads when it resumes a run (trainer.train): every worker must restore the
+# same epoch and selection state, or they would train different numbers of steps and hang.
+RESUME_FILES = ("backup", "history.csv", MODEL_FILE)
+_scratch = {}  # this process's scratch folder, made by the first non-chief worker_workdir
+
+
+def worker_workdir(workdir: str, config: Config, strategy) -> str:
+    """Where this process writes `workdir`'s files: `workdir` itself on the chief.
+
+    Under `--distribute=multiworker` every worker runs the whole training loop, callbacks
+    and evaluation included; only the chief writes to the shared `--workdir`. Any other
+    worker writes to the same path under its own scratch folder (a temporary directory,
+    removed when the process exits), so nothing reaches `--workdir` from two processes.
+    That copy starts with the chief's resume state (`RESUME_FILES`, read, never written),
+    so a restarted worker resumes from the chief's last backup, as the chief does.
+    """
+    if is_chief(config, strategy):
         return workdir
-    return os.path.join(workdir, f"{task_type}_{task_id}")
+    if "root" not in _scratch:
+        resolver = strategy.cluster_resolver
+        root = tempfile.mkdtemp(prefix=f"midg_{resolver.task_type}_{resolver.task_id}_")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _scratch["root"] = root
+    local = os.path.join(_scratch["root"], os.path.abspath(workdir).lstrip(os.sep))
+    for name in RESUME_FILES:
+        shared, copy = os.path.join(workdir, name), os.path.join(local, name)
+        if os.path.isdir(shared) and not os.path.exists(copy):
+            shutil.copytree(shared, copy)
+        elif os.path.isfile(shared) and not os.path.exists(copy):
+            os.makedirs(local, exist_ok=True)
+            shutil.copyfile(shared, copy)
+    return local
 
 
 @contextlib.contextmanager

@@ -6,14 +6,13 @@ model and one column group per `--target` in the paper's table layout (mean ± s
 seeds). Each model is trained and selected once on the source; every target only scores it.
 """
 
-import gc
 import json
 import os
 
 from midg_keras import metrics as midg_metrics
 from midg_keras.config import Config
-from midg_keras.data.pipeline import prepare_data
-from midg_keras.training import report, runtime, trainer
+from midg_keras.data.pipeline import open_sources, prepare_data
+from midg_keras.training import distribute, report, runtime, trainer
 
 MODEL_TITLES = {
     "midg": "MIDG",
@@ -39,13 +38,11 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
     Returns {model name: [per-seed {"valid": ..., "test": ..., "test_by_target": ...}]}.
     """
     results = {name: [] for name in config.model_list()}
-    data = None
+    opened = open_sources(config)  # once: every seed batches the same arrays
     for seed in config.seed_list():
         seeded = config.replace(seed=seed)
         runtime.seed_everything(seeded)  # the pipeline's shuffle draws from the global seed too
-        data = None  # the previous seed's arrays go before the next seed's are read
-        gc.collect()
-        data = prepare_data(seeded)
+        data = prepare_data(seeded, opened)
         for name in results:
             workdir = run_workdir(config, name, seed)
             log(f"[{name}] seed {seed} -> {workdir}")
@@ -57,7 +54,10 @@ def run(config: Config, strategy=None, evaluate_only=False, log=print) -> dict:
                 scores = metrics["test_by_target"][target.name]
                 log(f"[{name}] seed {seed} test {target.name}: {_headline(scores, target.family)}")
             results[name].append(metrics)
-    _write_summary(config, data, results, log)
+    # Under multiworker only the chief writes the shared workdir (distribute.worker_workdir).
+    _write_summary(
+        config, data, results, log, distribute.worker_workdir(config.workdir, config, strategy)
+    )
     return results
 
 
@@ -65,7 +65,7 @@ def _headline(metrics, family):
     return ", ".join(f"{k} {v:.4f}" for k, v in midg_metrics.headline(metrics, family).items())
 
 
-def _write_summary(config, data, results, log):
+def _write_summary(config, data, results, log, workdir):
     seeds = config.seed_list()
     main = results[config.model]
     if len(seeds) > 1:
@@ -77,7 +77,7 @@ def _write_summary(config, data, results, log):
             mean, std = _mean_std([m["test_by_target"][target.name] for m in main])
             summary["test_by_target"][target.name] = mean
             summary["test_by_target_std"][target.name] = std
-        with open(os.path.join(config.workdir, "metrics.json"), "w") as f:
+        with open(os.path.join(workdir, "metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
     rows = {
         MODEL_TITLES[name]: [m["test_by_target"] for m in runs] for name, runs in results.items()
@@ -97,7 +97,7 @@ def _write_summary(config, data, results, log):
         sections.append(
             f"All MMSA metrics ({target.name} test split):\n\n" + full.split("\n", 2)[2]
         )
-    with open(os.path.join(config.workdir, "results.md"), "w") as f:
+    with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write("\n".join(sections))
     log(table)
 

@@ -28,9 +28,9 @@ from midg_keras.config import Config, ConfigError
 NOT_TUNABLE = frozenset(
     {
         "mode", "source", "target", "label_csv", "data_dir", "manual_dir", "nan_to_num",
-        "harmonize", "model", "baselines", "epochs", "patience", "seed", "seeds", "deterministic",
-        "mixed_precision", "distribute", "shuffle_buffer", "steps_per_epoch", "verbose",
-        "workdir", "export_dir", "export_version", "tuner", "max_trials",
+        "trust_pickle", "harmonize", "model", "baselines", "epochs", "patience", "seed", "seeds",
+        "deterministic", "mixed_precision", "distribute", "shuffle_buffer", "steps_per_epoch",
+        "verbose", "workdir", "export_dir", "export_version", "tuner", "max_trials",
         "executions_per_trial", "search_space",
     }
 )  # fmt: skip
