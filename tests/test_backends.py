@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from tests.skips import skip_unless_ci
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "tests" / "backend_check.py"
 
@@ -19,8 +21,7 @@ SCRIPT = REPO_ROOT / "tests" / "backend_check.py"
 def test_layers_run_on_backend(backend, module):
     if importlib.util.find_spec(module) is None:
         reason = f"{module} is not installed (docs/design.md §11: jax, torch==2.13.0 CPU wheel)"
-        print(f"SKIPPED {backend}: {reason}")
-        pytest.skip(reason)
+        skip_unless_ci(reason)
     env = dict(os.environ)
     env["KERAS_BACKEND"] = backend
     # Halves XLA compile time, which dominates this tiny-shape check on JAX.

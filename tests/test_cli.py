@@ -1,5 +1,7 @@
 """`train.py` as users run it: inspect accepts good files, bad input exits 2 in one line."""
 
+import csv
+import json
 import os
 import pickle
 import subprocess
@@ -119,3 +121,26 @@ def test_no_tensorflow_startup_lines_on_stderr(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "source pickle:" in result.stdout
     assert not any(noise in result.stderr for noise in STARTUP_NOISE), result.stderr
+
+
+def test_train_mode_from_the_command_line_writes_the_run(tmp_path):
+    """`train.py --mode=train` as users run it: flags reach the run, outputs are written."""
+    path = tmp_path / "mosi.pkl"
+    write_pickle(make_fake_mmsa("mosi_unaligned", sizes=(16, 8, 6)), str(path))
+    workdir = tmp_path / "run"
+    result = run_cli(
+        "--mode=train", f"--source=pickle:{path}", "--modalities=t", "--hidden_dim=16",
+        "--num_heads=2", "--num_experts=2", "--batch_size=8", "--epochs=2", "--patience=0",
+        "--learning_rate=0.003", "--verbose=0", f"--workdir={workdir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.load(open(workdir / "config.json"))
+    assert (saved["mode"], saved["hidden_dim"], saved["epochs"]) == ("train", 16, 2)
+    assert saved["learning_rate"] == 0.003 and saved["modalities"] == "t"
+    with open(workdir / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    metrics = json.load(open(workdir / "metrics.json"))
+    assert np.isfinite(metrics["test"]["MAE"]) and np.isfinite(metrics["valid"]["MAE"])
+    with open(workdir / "predictions" / "test.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert (workdir / "model.keras").exists() and (workdir / "results.md").exists()

@@ -199,9 +199,17 @@ def test_mirrored_sgd_first_update_matches_one_device_with_the_same_global_batch
     results, _ = runs
     single, mirrored = results["sgd"]["none"], results["sgd"]["mirrored"]
     np.testing.assert_array_equal(mirrored["initial"], single["initial"])
-    step = np.abs(np.subtract(single["updated"], single["initial"])).max()
-    assert step > 1e-3  # the update is large enough to tell 1x from 2x
-    np.testing.assert_allclose(mirrored["updated"], single["updated"], rtol=1e-4, atol=1e-6)
+    initial = np.asarray(single["initial"])
+    single_step = np.subtract(single["updated"], initial)
+    mirrored_step = np.subtract(mirrored["updated"], initial)
+    assert np.abs(single_step).max() > 1e-3  # the update is large enough to tell 1x from 2x
+    # The replicas' summed gradient is the global batch's: the same step, not 2x (or 1/2x).
+    ratio = np.linalg.norm(mirrored_step) / np.linalg.norm(single_step)
+    assert ratio == pytest.approx(1.0, abs=1e-3), f"mirrored step / one-device step = {ratio}"
+    # The stated tolerance tells the two apart: a doubled update would be outside it.
+    rtol, atol = 1e-4, 1e-6
+    assert not np.allclose(initial + 2 * single_step, single["updated"], rtol=rtol, atol=atol)
+    np.testing.assert_allclose(mirrored["updated"], single["updated"], rtol=rtol, atol=atol)
     # The reported validation loss is the unscaled mean, not replicas x the mean.
     assert mirrored["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     assert mirrored["val_loss"] == pytest.approx(mirrored["val_prediction_loss"], rel=1e-4)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from midg_keras import keras_compat
 from midg_keras.models import MIDG, LateFusionBaseline
 
 DIMS = {"text": 6, "audio": 4, "vision": 5}
@@ -112,3 +113,109 @@ def test_erm_shift_trains_on_the_same_perturbation_and_plain_erm_does_not():
         assert (float(terms["shifted_loss"]) > 0) is expect_shifted
         config = model.get_config()
         assert config["simulate_shift"] is simulate and config["shift_stats"] == 1.0
+
+
+def _domain_gradients(model, inputs, y, states):
+    """Per-weight gradients of `domain_loss`, the simulated shift drawn from `states`."""
+    for generator, state in zip(keras_compat.seed_generators(model), states):
+        generator.state.assign(state)
+    with tf.GradientTape() as tape:
+        domain_loss = model.loss_terms(inputs, y, model(inputs, training=True))["domain_loss"]
+    gradients = tape.gradient(domain_loss, model.trainable_weights)
+    return {
+        weight.path.split("/", 1)[1]: np.zeros(weight.shape) if grad is None else grad.numpy()
+        for weight, grad in zip(model.trainable_weights, gradients)
+    }
+
+
+def test_reversed_gradient_is_minus_lambda_times_the_plain_one_upstream_of_o_only():
+    """At model level: sign and scale of the reversal, and exactly which weights it reaches.
+
+    The reference is the same model with the reversal layer replaced by the identity (the
+    plain gradient). Upstream of O (out fusion, CM-Adapters, encoders) the reversed gradient
+    is -λ times it; the discriminator's own gradient is not reversed; the in-domain path
+    (MoIE, in-domain head) and ŷ2's head get none from the domain loss.
+    """
+    model = _midg()
+    inputs, y = _batch(4)
+    states = [g.state.numpy() for g in keras_compat.seed_generators(model)]
+    lam = 0.37
+    model.gradient_reversal.grl_lambda.assign(lam)
+    reversed_ = _domain_gradients(model, inputs, y, states)
+    model.gradient_reversal.call = lambda x, *args, **kwargs: x  # no reversal
+    plain = _domain_gradients(model, inputs, y, states)
+    groups = {"upstream": [], "discriminator": [], "none": []}
+    for path in plain:
+        if path.startswith(("out_fusion", "cm_adapter", "encoder")):
+            groups["upstream"].append(path)
+        elif path.startswith("discriminator"):
+            groups["discriminator"].append(path)
+        elif path.startswith(("moie", "in_domain_head", "out_of_domain_head")):
+            groups["none"].append(path)
+    assert all(groups.values()), groups
+    for path in groups["upstream"]:
+        np.testing.assert_allclose(reversed_[path], -lam * plain[path], rtol=1e-4, atol=1e-8)
+    assert sum(np.abs(plain[p]).sum() for p in groups["upstream"]) > 0
+    for path in groups["discriminator"]:
+        np.testing.assert_allclose(reversed_[path], plain[path], rtol=1e-5, atol=1e-8)
+    assert sum(np.abs(plain[p]).sum() for p in groups["discriminator"]) > 0
+    for path in groups["none"]:
+        assert not np.abs(reversed_[path]).any() and not np.abs(plain[path]).any(), path
+
+
+def test_total_loss_weights_every_term_by_its_flag():
+    """α, β, γ and the other weights against a total computed by hand from the terms."""
+    weights = dict(
+        alpha=0.7, beta=1.9, gamma=0.3, adv_weight=0.45, consistency_weight=2.5,
+        router_aux_weight=0.21,
+    )  # fmt: skip
+    model = _midg(use_decoupling=True, router_top_k=1, **weights)
+    inputs, y = _batch(5)
+    terms = {
+        k: float(v) for k, v in model.loss_terms(inputs, y, model(inputs, training=True)).items()
+    }
+    parts = {
+        "alpha": terms["in_loss"],
+        "beta": terms["out_loss"],
+        "gamma": terms["decoupling_loss"],
+        "adv_weight": terms["domain_loss"],
+        "consistency_weight": terms["consistency_loss"],
+        "router_aux_weight": terms["router_loss"],
+    }
+    assert all(value > 0 for value in parts.values()), parts  # each weight is tested
+    expected = sum(weights[name] * value for name, value in parts.items())
+    assert terms["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_inference_path_selects_the_served_prediction():
+    model = _midg(alpha=0.6, beta=1.8)
+    inputs, _ = _batch(6)
+    for path in ("in", "blend", "out"):
+        model.inference_path = path  # read by every call
+        outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
+        y_in, y_out = outputs["y_in"], outputs["y_out"]
+        assert np.abs(y_in - y_out).max() > 1e-4  # the paths differ, so the choice shows
+        expected = {"in": y_in, "out": y_out, "blend": (0.6 * y_in + 1.8 * y_out) / 2.4}[path]
+        np.testing.assert_allclose(outputs["prediction"], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_source_domain_labels_make_a_three_way_discriminator_over_source_index():
+    model = _midg(num_domains=3, adv_weight=1.0)
+    inputs, y = _batch(7, size=6)
+    inputs["source_index"] = np.array([0, 1, 2, 2, 1, 0], "int32")
+    outputs = model(inputs, training=True)
+    logits = {s: outputs[f"domain_logits_{s}"].numpy() for s in ("clean", "shifted")}
+    assert logits["clean"].shape == logits["shifted"].shape == (6, 3)
+
+    def cross_entropy(z):  # softmax cross-entropy against each sample's source, by hand
+        z = z.astype("float64")
+        log_softmax = z - z.max(-1, keepdims=True)
+        log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+        return -log_softmax[np.arange(6), inputs["source_index"]].mean()
+
+    terms = model.loss_terms(inputs, y, outputs)
+    expected = 0.5 * (cross_entropy(logits["clean"]) + cross_entropy(logits["shifted"]))
+    assert float(terms["domain_loss"]) == pytest.approx(expected, rel=1e-5)
+    for stream in ("clean", "shifted"):
+        accuracy = np.mean(logits[stream].argmax(-1) == inputs["source_index"])
+        assert float(terms[f"domain_acc_{stream}"]) == pytest.approx(accuracy)

@@ -106,6 +106,35 @@ def test_several_targets_get_a_test_split_each_and_distinct_names(tmp_path):
         prepare_data(config.replace(target=f"pickle:{source},pickle:{source}"))
 
 
+def test_harmonize_pad_zero_pads_a_narrower_target_and_truncates_a_wider_one(tmp_path):
+    """A MOSEI-like source (audio 74, vision 35) and a MOSI-like target (audio 5, vision 20)."""
+    source = _pickle(tmp_path, "mosei_unaligned")
+    narrow = _pickle(tmp_path, "mosi_unaligned")
+    config = Config(source=f"pickle:{source}@mosei", target=f"pickle:{narrow}", harmonize="pad")
+    data = prepare_data(config)
+    target = load_source(f"pickle:{narrow}")
+    assert all(target.dims[k] < data.dims[k] for k in ("audio", "vision"))  # padding case
+    inputs, _, _ = next(iter(data.test))
+    raw = next(iter(target.splits["test"]))  # the target's first test example, unpadded
+    for key in ("text", "audio", "vision"):
+        features = inputs[key].numpy()[0]
+        length = int(raw[f"{key}_length"])
+        assert features.shape[-1] == data.dims[key]
+        width = min(target.dims[key], data.dims[key])
+        np.testing.assert_array_equal(features[:length, :width], raw[key].numpy()[:, :width])
+        assert not features[:, width:].any(), key  # the added channels are zeros
+        assert not features[length:].any(), key  # and so are the padded time steps
+    # The other way round (a MOSI-like source, the MOSEI-like target) truncates.
+    wide = prepare_data(Config(source=f"pickle:{narrow}", target=f"pickle:{source}@mosei",
+                               harmonize="pad"))  # fmt: skip
+    inputs, _, _ = next(iter(wide.test))
+    raw = next(iter(load_source(f"pickle:{source}@mosei").splits["test"]))
+    length = int(raw["audio_length"])
+    np.testing.assert_array_equal(
+        inputs["audio"].numpy()[0, :length], raw["audio"].numpy()[:, : wide.dims["audio"]]
+    )
+
+
 def _epoch_labels(dataset):
     return [float(v) for _, labels in dataset for v in labels.numpy()]
 

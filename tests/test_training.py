@@ -18,6 +18,7 @@ from midg_keras.training.callbacks import (
     ValidationMetrics,
 )
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.test_metrics import _mmsa_eval_mosei_regression, _mmsa_eval_sims_regression
 
 TINY = dict(hidden_dim=16, num_heads=2, num_experts=2, batch_size=8, epochs=2, verbose=0)
 
@@ -127,11 +128,71 @@ def test_several_targets_score_the_one_source_selected_model(dg_run, two_target_
         assert rescored == pytest.approx(metrics["test_by_target"][name], abs=1e-6)
 
 
+# The independent copy of MMSA's metric code in tests/test_metrics.py, per label family.
+MMSA_REFERENCE = {
+    "mosi": _mmsa_eval_mosei_regression,
+    "mosei": _mmsa_eval_mosei_regression,
+    "sims": _mmsa_eval_sims_regression,
+}
+
+
+def _rescore_predictions_csv(path, family):
+    """MMSA's metrics of a predictions csv: (metrics, ids, labels, predictions)."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    labels = np.asarray([float(r["label"]) for r in rows], np.float32)
+    predictions = np.asarray([float(r["prediction"]) for r in rows], np.float32)
+    scores = {k: float(v) for k, v in MMSA_REFERENCE[family](predictions, labels).items()}
+    return scores, [r["id"] for r in rows], labels, predictions
+
+
 def test_evaluate_reproduces_metrics(dg_run):
+    """--mode=evaluate rewrites metrics.json: every key is MMSA's metric of test.csv."""
     config, results = dg_run
     again = experiment.run(config.replace(mode="evaluate"), evaluate_only=True, log=lambda _: None)
-    for name in ("midg", "erm"):
+    for name, workdir in (
+        ("midg", config.workdir),
+        ("erm", os.path.join(config.workdir, "baselines", "erm")),
+    ):
         assert again[name][0]["test"] == pytest.approx(results[name][0]["test"], abs=1e-6)
+        written = json.load(open(os.path.join(workdir, "metrics.json")))
+        expected, ids, labels, _ = _rescore_predictions_csv(
+            os.path.join(workdir, "predictions", "test.csv"), "sims"
+        )
+        assert set(written["test"]) == set(expected)
+        for key, value in expected.items():  # both round to 4 decimals, as MMSA does
+            assert written["test"][key] == pytest.approx(value, abs=1e-12), (name, key)
+        raw = make_fake_mmsa("sims_unaligned", sizes=(24, 8, 10))["test"]
+        assert ids == list(raw["id"])
+        np.testing.assert_array_equal(labels, raw["regression_labels"].astype(np.float32))
+
+
+def test_prediction_column_is_on_each_targets_native_scale(two_target_run):
+    """The MOSEI-like target (scale 3) gets 3 x the model's common-scale output."""
+    import keras
+
+    from midg_keras.data.pipeline import prepare_data
+
+    config, results = two_target_run
+    model = keras.saving.load_model(os.path.join(config.workdir, "model.keras"))
+    data = prepare_data(config)
+    for target, dataset in zip(data.targets, data.tests):
+        outputs = [
+            (ids.numpy(), model(inputs, training=False)["prediction"].numpy())
+            for inputs, _, ids in dataset
+        ]
+        ids = [i.decode() for i in np.concatenate([ids for ids, _ in outputs])]
+        common = np.concatenate([prediction for _, prediction in outputs])
+        path = os.path.join(config.workdir, "predictions", f"test_{target_slug(target.name)}.csv")
+        expected, written_ids, labels, predictions = _rescore_predictions_csv(path, target.family)
+        assert written_ids == ids
+        scale = {"sims": 1.0, "mosei": 3.0}[target.family]
+        assert target.label_scale == scale
+        np.testing.assert_allclose(predictions, common * scale, rtol=1e-5, atol=1e-6)
+        assert np.abs(labels).max() > 1.0 or target.family == "sims"  # native labels too
+        written = results["midg"][0]["test_by_target"][target.name]
+        for key, value in expected.items():
+            assert written[key] == pytest.approx(value, abs=1e-12), (target.name, key)
 
 
 def test_several_seeds_get_their_own_folders_and_mean_std(tmp_path):
@@ -147,6 +208,14 @@ def test_several_seeds_get_their_own_folders_and_mean_std(tmp_path):
     for seed in (1, 2):
         assert os.path.exists(tmp_path / "run" / f"seed_{seed}" / "model.keras")
     summary = json.load(open(tmp_path / "run" / "metrics.json"))
+    # Each seed trained its own model: other initial weights, dropout and shuffling. Far more
+    # than the run-to-run noise of one seed without --deterministic (~1e-6 on this model).
+    predictions = []
+    for seed in (1, 2):
+        with open(tmp_path / "run" / f"seed_{seed}" / "predictions" / "test.csv") as f:
+            predictions.append(np.array([float(r["prediction"]) for r in csv.DictReader(f)]))
+    assert np.abs(predictions[0] - predictions[1]).max() > 1e-3
+    assert results["erm"][0]["valid"] != results["erm"][1]["valid"]
     mae = [r["test"]["MAE"] for r in results["erm"]]
     assert summary["seeds"] == [1, 2]
     assert summary["test"]["MAE"] == pytest.approx(np.mean(mae))
@@ -204,3 +273,37 @@ def test_nan_loss_stops_with_advice():
     callback.on_train_batch_end(0, {"loss": 1.0})
     with pytest.raises(FloatingPointError, match="epoch 3, batch 5: lower --learning_rate"):
         callback.on_train_batch_end(4, {"loss": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "flags, epoch, expected",
+    [
+        ("--grl_schedule=constant --grl_max=0.3", 0, 0.3),
+        ("--grl_max=0.8", 2, 0.8 * (2 / (1 + math.exp(-5)) - 1)),  # dann: step 10 of 20
+    ],
+)
+def test_fit_callbacks_schedule_the_models_reversal_from_the_flags(flags, epoch, expected):
+    from absl import flags as absl_flags
+
+    from midg_keras import flags as midg_flags
+    from midg_keras.models import MIDG
+    from midg_keras.training import trainer
+
+    values = absl_flags.FlagValues()
+    midg_flags.define_flags(values)
+    values(["train.py", "--epochs=4", *flags.split()])
+    config = midg_flags.config_from_flags(values)
+    model = MIDG(input_dims={"text": 4}, strides={"text": 1}, hidden_dim=8, num_heads=2)
+    callbacks = trainer.fit_callbacks(model, config, steps=5)
+    schedules = [c for c in callbacks if isinstance(c, GradientReversalSchedule)]
+    assert len(schedules) == 1
+    schedules[0].on_epoch_begin(epoch)
+    schedules[0].on_train_batch_begin(0)
+    assert float(model.gradient_reversal.grl_lambda.numpy()) == pytest.approx(expected, rel=1e-6)
+    erm = trainer.build_model(config.replace(model="erm"), _FakeData())
+    assert not any(isinstance(c, GradientReversalSchedule) for c in trainer.fit_callbacks(
+        erm, config, steps=5))  # fmt: skip
+
+
+class _FakeData:
+    dims, strides, sources = {"text": 4}, {"text": 1}, [None]

@@ -2,7 +2,9 @@
 
 One real search trains a tiny MIDG: a subprocess starts a 2-trial random search and is
 killed (SIGKILL) as the 2nd trial starts training; run again on the same workdir it keeps
-trial 0 and runs trial 1 again. The other tuners and the failure paths run keras-tuner for
+trial 0 and runs trial 1 again. Both processes search with every test split unreadable (a
+trial that read one would fail), and each trial's recorded objective is checked against its
+best checkpoint's source-validation `prediction_loss`. The other tuners and the failure paths run keras-tuner for
 real around a stand-in fit that only scores the trial's values (no training).
 """
 
@@ -22,7 +24,9 @@ from midg_keras import flags as midg_flags
 from midg_keras import keras_compat
 from midg_keras.config import Config, ConfigError
 from midg_keras.data.errors import DataError
+from midg_keras.data.pipeline import prepare_data
 from midg_keras.flagfile import expand_flagfiles
+from midg_keras.training import trainer
 from midg_keras.tuning import (
     OBJECTIVE,
     TrialError,
@@ -39,6 +43,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:getName:DeprecationWarning"),
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKPOINT = "checkpoint.weights.h5"  # keras-tuner's best-epoch weights of a trial
 SPACE = (
     "num_experts=choice:2|3; alpha=float:0.5:2; learning_rate=float:1e-4:1e-2:log; "
     "use_moie=choice:true|false"
@@ -53,9 +58,10 @@ tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})  
 from midg_keras.training import trainer
 from midg_keras.tuning import search
 sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
-from test_tuning import search_config
+from test_tuning import search_config, without_test_splits
 
 workdir, source, kill_trial = sys.argv[1], sys.argv[2], int(sys.argv[3])
+search.prepare_data = without_test_splits(search.prepare_data)
 fits = []
 
 
@@ -79,6 +85,32 @@ def search_config(source, workdir, **changes):
     )  # fmt: skip
     values.update(changes)
     return Config(**values).validate()
+
+
+class _UnreadableSplit:
+    """Stands in for a test split during a search: any use of it fails the trial."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __iter__(self):
+        raise AssertionError(f"the search read {self.name}")
+
+    def __getattr__(self, attribute):
+        raise AssertionError(f"the search used {self.name} (.{attribute})")
+
+
+def without_test_splits(prepare_data):
+    """`prepare_data` whose every test split (targets', and sources' own) cannot be read."""
+
+    def prepare(config):
+        data = prepare_data(config)
+        for source in data.sources + data.targets:
+            source.splits = dict(source.splits, test=_UnreadableSplit(f"{source.name} test"))
+        unreadable = [_UnreadableSplit(f"{target.name} test") for target in data.targets]
+        return dataclasses.replace(data, tests=unreadable)
+
+    return prepare
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +240,9 @@ def resumed_search(source, tmp_path_factory):
         "best_written": os.path.exists(workdir / "best.flags"),
     }
     config = search_config(source, workdir)
-    return config, run_search(config), state
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "prepare_data", without_test_splits(search.prepare_data))
+        return config, run_search(config), state
 
 
 def test_killed_search_resumes_where_it_stopped(resumed_search):
@@ -223,6 +257,35 @@ def test_killed_search_resumes_where_it_stopped(resumed_search):
     scores = [float(r[OBJECTIVE]) for r in rows]
     assert all(0 < s < 10 for s in scores)
     assert {r["use_moie"] for r in rows} <= {"True", "False"}
+
+
+def test_objective_is_the_source_validation_loss_of_each_trials_best_checkpoint(
+    resumed_search,
+):
+    """trials.csv's score = `prediction_loss` of the trial's saved weights on source validation.
+
+    The search itself ran with every test split unreadable (`without_test_splits`), so no
+    trial read a target; here each trial's best-epoch checkpoint is scored again.
+    """
+    config, _, _ = resumed_search
+    with open(os.path.join(config.workdir, "trials.csv")) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        trial = config.replace(
+            num_experts=int(row["num_experts"]),
+            alpha=float(row["alpha"]),
+            learning_rate=float(row["learning_rate"]),
+            use_moie=row["use_moie"] == "True",
+        ).validate()
+        data = prepare_data(trial)
+        model = trainer.compiled_model(trial, data)
+        model.load_weights(
+            os.path.join(config.workdir, "search", f"trial_{row['trial_id']}", CHECKPOINT)
+        )
+        scores = model.evaluate(data.validation, return_dict=True, verbose=0)
+        assert float(row[OBJECTIVE]) == pytest.approx(scores["prediction_loss"], rel=1e-5), row
+    # The total loss depends on alpha: had the search ranked trials by it, this would differ.
+    assert scores["loss"] != pytest.approx(scores["prediction_loss"], rel=1e-3)
 
 
 def test_best_flagfile_is_accepted_by_train_py_and_holds_the_best_trial(resumed_search):

@@ -146,7 +146,15 @@ def parse_predict_request(body: bytes, input_specs):
         )
     try:
         if "instances" in document:
-            return signature_name, _rows(document["instances"], specs, invalid), True
+            instances = document["instances"]
+            # TF Serving's FormatError(doc, ...): "JSON Value: <request> <message>" (sic).
+            if not isinstance(instances, list):
+                problem = "Excepting 'instances' to be an list/array"
+                raise invalid(f"JSON Value: {_json_text(document)} {problem}")
+            if not instances:
+                problem = "No values in 'instances' array"
+                raise invalid(f"JSON Value: {_json_text(document)} {problem}")
+            return signature_name, _rows(instances, specs, invalid), True
         if "inputs" in document:
             return signature_name, _columns(document["inputs"], specs, invalid), False
     except RecursionError:  # lists nested far deeper than any input's rank
