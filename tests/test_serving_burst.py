@@ -32,6 +32,7 @@ from midg_keras.serving import client
 from midg_keras.serving.grpc_standin import start_grpc_standin
 from midg_keras.serving.rest_standin import RestStandin
 from midg_keras.serving.servable import Servable, ServingError
+from tests.test_serving import keras_sentiment
 
 DIMS = {"text": 4, "audio": 3, "vision": 5}
 SCALE = 3.0
@@ -84,15 +85,6 @@ def make_inputs(seed, batch=2, time=6):
 def call_signature(signature, inputs):
     outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
     return {name: value.numpy() for name, value in outputs.items()}
-
-
-def keras_sentiment(model, inputs):
-    feed = {"source_index": np.zeros(len(inputs["text_length"]), np.int32)}
-    for key in model.modalities:
-        time = inputs[key].shape[1]
-        feed[key] = inputs[key]
-        feed[f"{key}_mask"] = np.arange(time)[None, :] < inputs[f"{key}_length"][:, None]
-    return SCALE * np.asarray(model(feed, training=False)["y_out"])
 
 
 # --- 1. the signature itself -------------------------------------------------------------
