@@ -11,7 +11,8 @@ full frame rate (`--av_stride=1`, the shape of the plain reference model in
     python benchmarks/length_scaling.py                       # ~15 min on 2 idle cores
     python benchmarks/length_scaling.py --lengths=50,500 --steps=10
 
-Writes benchmarks/results/length_scaling.jsonl and length_scaling.png.
+Appends to benchmarks/results/length_scaling.jsonl and draws length_scaling.png from the
+newest row of each point in it.
 """
 
 import argparse
@@ -92,10 +93,15 @@ def main():
                 flush=True,
             )
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "length_scaling.jsonl"), "a") as f:
+    path = os.path.join(RESULTS, "length_scaling.jsonl")
+    with open(path, "a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    plot(rows, os.path.join(RESULTS, "length_scaling.png"))
+    # The plot shows the newest measurement of every (configuration, length) in the file,
+    # so a rerun of some points (e.g. more --steps for short sequences) replaces those only.
+    with open(path) as f:
+        newest = {(r["config"], r["av_length"]): r for r in map(json.loads, f)}
+    plot(list(newest.values()), os.path.join(RESULTS, "length_scaling.png"))
     print(f"wrote {os.path.join(RESULTS, 'length_scaling.png')}")
 
 
