@@ -17,16 +17,14 @@ child process only: the library has no test hooks.
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from midg_keras.export import next_version
 from midg_keras.training import resume
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.python_subprocess import start_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
 # (point, 0-based epoch) of each kill, in order; each start resumes the previous one's backup.
 KILLS = (("train_batch", 1), ("validation", 2), ("torn_backup", 2))
@@ -108,19 +106,7 @@ export_workdir(Config(workdir=sys.argv[1], export_dir=sys.argv[2]), log=lambda _
 
 
 def _start(script, *args):
-    env = dict(
-        os.environ,
-        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", script, *map(str, args)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_python(script, *args, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _finish(process, expected_returncode, what):

@@ -22,14 +22,12 @@ import csv
 import io
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from tests.fake_mmsa import make_fake_mmsa, write_pickle
+from tests.python_subprocess import start_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, PATIENCE = 8, 2
 
 # argv: workdir, source, kill_epoch (-1: never), epoch log. Kills itself with SIGKILL (no
@@ -72,16 +70,7 @@ OUTPUTS = ("history.csv", "metrics.json", os.path.join("predictions", "test.csv"
 
 
 def _start(workdir, source, epoch_log, kill_epoch=-1):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = [workdir, source, kill_epoch, epoch_log, EPOCHS, PATIENCE]
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, *map(str, args)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_python(WORKER, workdir, source, kill_epoch, epoch_log, EPOCHS, PATIENCE)
 
 
 def _finish(process, expected_returncode=0):
