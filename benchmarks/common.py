@@ -27,6 +27,29 @@ def write_mosi_unaligned_pickle(directory, samples, batch_size, av_length=0):
     return path
 
 
+def mosi_unaligned_data(directory, samples, batch_size, av_length=0, **flags):
+    """(config, data): a MOSI-unaligned-shaped pickle read through the path train.py takes.
+
+    Writes the pickle into `directory` (`write_mosi_unaligned_pickle`), validates a `Config`
+    reading it (`flags`: any other `Config` fields), sets its threads as train.py does
+    first, prepares the data and seeds Keras with 0, so the model built next is the same in
+    every benchmark run.
+    """
+    import keras
+
+    from midg_keras.config import Config
+    from midg_keras.data.pipeline import prepare_data
+    from midg_keras.training import runtime
+
+    path = write_mosi_unaligned_pickle(directory, samples, batch_size, av_length)
+    config = Config(source=f"pickle:{path}", batch_size=batch_size, verbose=0, **flags)
+    config = config.validate()
+    runtime.configure_threads(config)
+    data = prepare_data(config)
+    keras.utils.set_random_seed(0)
+    return config, data
+
+
 def timed_fit(model, train, steps, warmup_steps=3, callbacks=()):
     """(seconds of a warm-up fit that traces the step, seconds of `steps` timed steps)."""
     start = time.perf_counter()

@@ -133,30 +133,23 @@ def main():
     parser.add_argument("--trace_dir", default="")
     args = parser.parse_args()
 
-    import keras
     import tensorflow as tf
 
     from benchmarks import common
-    from midg_keras.config import Config
-    from midg_keras.data.pipeline import prepare_data
-    from midg_keras.training import runtime, trainer
+    from midg_keras.training import trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = common.write_mosi_unaligned_pickle(tmp, 4 * args.batch_size, args.batch_size)
-        config = Config(
-            source=f"pickle:{path}",
+        config, data = common.mosi_unaligned_data(
+            tmp,
+            4 * args.batch_size,
+            args.batch_size,
             model=args.model,
             av_stride=args.av_stride,
             max_frames=args.max_frames,
-            batch_size=args.batch_size,
             hidden_dim=args.hidden_dim,
             mixed_precision=args.mixed_precision,
             inter_op_threads=args.inter_op_threads,
-            verbose=0,
-        ).validate()
-        runtime.configure_threads(config)
-        data = prepare_data(config)
-        keras.utils.set_random_seed(0)
+        )
         model = trainer.compiled_model(config, data)
         x, y = next(iter(data.train))
 

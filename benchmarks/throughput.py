@@ -40,26 +40,21 @@ def measure(
     import tensorflow as tf
 
     from benchmarks import common
-    from midg_keras.config import Config
-    from midg_keras.data.pipeline import prepare_data
-    from midg_keras.training import runtime, trainer
+    from midg_keras.training import trainer
 
     model_name, stride = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:
-        path = common.write_mosi_unaligned_pickle(tmp, samples, batch_size, av_length)
-        config = Config(
-            source=f"pickle:{path}",
+        config, data = common.mosi_unaligned_data(
+            tmp,
+            samples,
+            batch_size,
+            av_length,
             model=model_name,
             av_stride=stride,
-            batch_size=batch_size,
             hidden_dim=hidden_dim,
             max_frames=max_frames,
             inter_op_threads=inter_op_threads,
-            verbose=0,
-        ).validate()
-        runtime.configure_threads(config)  # what train.py does first
-        data = prepare_data(config)
-        keras.utils.set_random_seed(0)
+        )
         model = trainer.build_model(config, data)
         model.compile(optimizer=trainer.make_optimizer(config))
         train = data.train.repeat()

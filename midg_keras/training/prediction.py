@@ -28,7 +28,8 @@ def _forward(model, dataset):
     The signature is the dataset's own (any batch size, any sequence length), so one trace
     serves every batch, split and epoch; Keras' `predict_on_batch` would retrace for new
     shapes, and an eager pass per batch costs several times a traced one. Other backends
-    and plain iterables of batches run eagerly (a grad-tracking tensor on PyTorch is converted by `convert_to_numpy`).
+    and plain iterables of batches run eagerly (`convert_to_numpy` converts PyTorch's
+    grad-tracking tensors).
     """
     spec = getattr(dataset, "element_spec", None)  # None: an iterable of batches
     if keras.backend.backend() != "tensorflow" or spec is None:
