@@ -56,7 +56,7 @@ def measure(
             inter_op_threads=inter_op_threads,
         )
         model = trainer.build_model(config, data)
-        model.compile(optimizer=trainer.make_optimizer(config))
+        model.compile(optimizer=trainer.make_optimizer(config, steps))
         train = data.train.repeat()
         warmup, seconds = common.timed_fit(model, train, steps)
     return {

@@ -130,6 +130,11 @@ class Config:
     )
     max_frames: int = _field(128, "Frame budget per audio/vision sequence for av_stride=auto.")
     dropout: float = _field(0.1, "Dropout rate everywhere.")
+    token_dropout: float = _field(
+        0.0,
+        "Training only: drop each text token (word feature) with this probability before the "
+        "text encoder, a clip keeping at least one (0 = off).",
+    )
     num_experts: int = _field(4, "MoIE experts K.")
     router_top_k: int = _field(0, "0 = dense mixture; k > 0 = top-k routing + load-balance loss.")
     router_aux_weight: float = _field(0.01, "Weight of the router load-balance loss.")
@@ -199,7 +204,12 @@ class Config:
         "the reversed discriminator gradient pushes the representation O towards invariance.",
     )
     grl_schedule: str = _field("dann", "Lambda schedule.", ("dann", "constant"))
-    reg_loss: str = _field("mse", "Regression loss.", ("mse", "l1"))
+    reg_loss: str = _field(
+        "mse",
+        "Regression loss, also the model-selection loss (`val_prediction_loss`): `mse`, or "
+        "`l1` (what MMSA's MulT trains with; it optimizes MAE directly).",
+        ("mse", "l1"),
+    )
     inference_path: str = _field(
         "out",
         "Prediction used for evaluation and serving (paper §4.3: out).",
@@ -215,7 +225,21 @@ class Config:
     # Training (docs/design.md §8).
     epochs: int = _field(30, "Maximum epochs.")
     batch_size: int = _field(32, "Batch size.")
-    learning_rate: float = _field(1e-3, "AdamW learning rate.")
+    learning_rate: float = _field(1e-3, "AdamW (peak) learning rate.")
+    lr_schedule: str = _field(
+        "constant",
+        "Learning rate after the warmup: `constant`, or `cosine` decay to 0 over the remaining "
+        "steps of --epochs.",
+        ("constant", "cosine"),
+    )
+    warmup_epochs: float = _field(
+        0.0, "Linear learning-rate warmup from 0 over this many epochs (fractions allowed)."
+    )
+    ema_momentum: float = _field(
+        0.0,
+        "Exponential moving average of the weights (Keras' `use_ema`) with this momentum, "
+        "e.g. 0.99; the averaged weights are validated, selected, saved and exported (0 = off).",
+    )
     weight_decay: float = _field(1e-4, "AdamW weight decay.")
     clipnorm: float = _field(1.0, "Gradient clipping by global norm (0 = off).")
     patience: int = _field(8, "Early stopping on source validation loss (0 = off).")
@@ -351,6 +375,13 @@ class Config:
         for name in ("shift_crop", "shift_frame_drop", "shift_channel_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1) (0 = off).")
+        for name in ("token_dropout", "ema_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1) (0 = off).")
+        if not 0.0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(
+                f"--warmup_epochs={self.warmup_epochs}: must be in [0, --epochs={self.epochs}]."
+            )
         for name in ("shift_stats", "adv_weight", "consistency_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0 (0 = off).")

@@ -28,6 +28,11 @@ from midg_keras.models import MIDG, LateFusionBaseline, SentimentModel
         ({"consistency_weight": -1.0}, "--consistency_weight"),
         ({"consistency": "l2"}, "--consistency"),
         ({"decouple": "cross"}, "--decouple"),
+        ({"token_dropout": 1.0}, "--token_dropout"),
+        ({"ema_momentum": -0.1}, "--ema_momentum"),
+        ({"ema_momentum": 1.0}, "--ema_momentum"),
+        ({"warmup_epochs": 31.0, "epochs": 30}, "--warmup_epochs"),
+        ({"lr_schedule": "linear"}, "--lr_schedule"),
     ],
 )
 def test_bad_values_are_rejected(changes, message):

@@ -108,7 +108,7 @@ NO_RANDOMNESS = dict(
 
 def _first_step_gradients(source, policy, monkeypatch, weights=None, batch=None):
     """The gradients MIDG's first train_step applies under `policy`, from `weights`."""
-    monkeypatch.setattr(trainer, "make_optimizer", lambda config: RecordingSGD())
+    monkeypatch.setattr(trainer, "make_optimizer", lambda config, steps: RecordingSGD())
     config = Config(
         source=source, mixed_precision=policy, **{**TINY, **NO_RANDOMNESS, **SMALL_LOSS}
     ).validate()

@@ -16,10 +16,13 @@ early-stopping wait of S - 1 - b = PATIENCE - 1:
 
 Each process logs the epochs it begins. Run C repeats run A in another process:
 `--deterministic` runs are bit-identical. A and C start together; B starts when A is done.
+Everything runs twice: with the defaults, and with the options whose state a resume must
+also restore (`OPTIONS`: the weight average, the learning-rate schedule, token dropout).
 """
 
 import csv
 import io
+import json
 import os
 import signal
 
@@ -33,7 +36,7 @@ EPOCHS, PATIENCE = 8, 2
 # argv: workdir, source, kill_epoch (-1: never), epoch log. Kills itself with SIGKILL (no
 # cleanup runs) at batch 2 of epoch kill_epoch; appends each epoch it begins to the log.
 WORKER = r"""
-import os, signal, sys
+import json, os, signal, sys
 import tensorflow as tf
 
 # Grappler's graph rewrites take a fifth of each process's time and are not under test;
@@ -43,7 +46,7 @@ from midg_keras.config import Config
 from midg_keras.training import experiment, trainer
 
 workdir, source, kill_epoch, epoch_log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-EPOCHS, PATIENCE = int(sys.argv[5]), int(sys.argv[6])
+EPOCHS, PATIENCE, OPTIONS = int(sys.argv[5]), int(sys.argv[6]), json.loads(sys.argv[7])
 
 
 class KillMidEpoch(trainer.StopOnNonFiniteLoss):
@@ -61,7 +64,7 @@ trainer.StopOnNonFiniteLoss = KillMidEpoch
 config = Config(
     source=source, modalities="t", hidden_dim=16, num_heads=2, num_experts=2, batch_size=8,
     epochs=EPOCHS, patience=PATIENCE, learning_rate=1e-2, seed=7, deterministic=True,
-    verbose=0, workdir=workdir,
+    verbose=0, workdir=workdir, **OPTIONS,
 ).validate()
 experiment.run(config, log=lambda _: None)
 """
@@ -69,8 +72,23 @@ experiment.run(config, log=lambda _: None)
 OUTPUTS = ("history.csv", "metrics.json", os.path.join("predictions", "test.csv"))
 
 
-def _start(workdir, source, epoch_log, kill_epoch=-1):
-    return start_python(WORKER, workdir, source, kill_epoch, epoch_log, EPOCHS, PATIENCE)
+# The training options whose state lives in the optimizer or the model's RNGs: a weight
+# average swapped in and out each epoch, a schedule on the optimizer's step, token dropout.
+OPTIONS = {
+    "plain": {},
+    "averaged_scheduled": {
+        "ema_momentum": 0.5,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1.0,
+        "token_dropout": 0.2,
+    },
+}
+
+
+def _start(workdir, source, epoch_log, options, kill_epoch=-1):
+    return start_python(
+        WORKER, workdir, source, kill_epoch, epoch_log, EPOCHS, PATIENCE, json.dumps(options)
+    )
 
 
 def _finish(process, expected_returncode=0):
@@ -92,25 +110,26 @@ def _epochs(path):
         return [int(line) for line in f]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
+@pytest.fixture(scope="module", params=sorted(OPTIONS))
+def runs(tmp_path_factory, request):
+    options = OPTIONS[request.param]
+    root = tmp_path_factory.mktemp(f"resume_{request.param}")
     pickle_path = root / "mosi.pkl"
     write_pickle(make_fake_mmsa("mosi_unaligned", sizes=(24, 8, 8)), str(pickle_path))
     source = f"pickle:{pickle_path}"
     workdirs = {name: root / name for name in ("a", "b", "c")}
     logs = {name: root / f"epochs_{name}.txt" for name in ("a", "b_killed", "b_resumed", "c")}
-    run_a = _start(workdirs["a"], source, logs["a"])
-    run_c = _start(workdirs["c"], source, logs["c"])
+    run_a = _start(workdirs["a"], source, logs["a"], options)
+    run_c = _start(workdirs["c"], source, logs["c"], options)
     _finish(run_a)
     last_epoch = len(_history(workdirs["a"])) - 1  # S: where A's early stopping stopped it
-    _finish(_start(workdirs["b"], source, logs["b_killed"], last_epoch), -signal.SIGKILL)
+    _finish(_start(workdirs["b"], source, logs["b_killed"], options, last_epoch), -signal.SIGKILL)
     killed = {
         "history": _read(workdirs["b"], "history.csv"),
         "backup": sorted(os.listdir(workdirs["b"] / "backup")),
         "has_metrics": os.path.exists(workdirs["b"] / "metrics.json"),
     }
-    resumed = _start(workdirs["b"], source, logs["b_resumed"])  # while C still runs
+    resumed = _start(workdirs["b"], source, logs["b_resumed"], options)  # while C still runs
     for process in (run_c, resumed):
         _finish(process)
     epochs = {name: _epochs(path) for name, path in logs.items()}

@@ -31,6 +31,8 @@ class SentimentModel(keras.Model):
         encoder_layers: Transformer blocks per encoder.
         num_heads: attention heads.
         dropout: dropout rate.
+        token_dropout: in training, each text token is dropped (masked out) with this
+            probability before the text encoder, a clip keeping at least one; 0 = off.
         reg_loss: `mse` or `l1`.
         shift_crop, shift_frame_drop, shift_channel_drop, shift_stats: strengths of the
             simulated out-of-domain inputs (`SimulatedShift`), drawn in training only.
@@ -44,6 +46,7 @@ class SentimentModel(keras.Model):
         "encoder_layers",
         "num_heads",
         "dropout",
+        "token_dropout",
         "reg_loss",
         "shift_crop",
         "shift_frame_drop",
@@ -59,6 +62,7 @@ class SentimentModel(keras.Model):
         encoder_layers=1,
         num_heads=4,
         dropout=0.1,
+        token_dropout=0.0,
         reg_loss="mse",
         shift_crop=0.5,
         shift_frame_drop=0.2,
@@ -75,6 +79,7 @@ class SentimentModel(keras.Model):
         self.encoder_layers = encoder_layers
         self.num_heads = num_heads
         self.dropout = dropout
+        self.token_dropout = token_dropout
         self.reg_loss = reg_loss
         self.shift_crop = shift_crop
         self.shift_frame_drop = shift_frame_drop
@@ -92,6 +97,11 @@ class SentimentModel(keras.Model):
                 )
                 for key in self.modalities
             }
+        if token_dropout:
+            # Word dropout is SimulatedShift's frame drop applied to the text alone.
+            self.text_token_dropout = midg_layers.SimulatedShift(
+                frame_drop=token_dropout, name="text_token_dropout"
+            )
         self.encoders = {
             key: midg_layers.ModalityEncoder(
                 hidden_dim,
@@ -120,6 +130,11 @@ class SentimentModel(keras.Model):
 
     def encode(self, inputs, training=None):
         """modality key -> (sequence (B, T', d), mask (B, T'))."""
+        if training and self.token_dropout and "text" in self.input_dims:
+            inputs = dict(inputs)
+            inputs["text"], inputs["text_mask"] = self.text_token_dropout(
+                inputs["text"], inputs["text_mask"], training=True
+            )
         return {
             key: self.encoders[key](inputs[key], mask=inputs.get(f"{key}_mask"), training=training)
             for key in self.modalities

@@ -1,4 +1,5 @@
-"""Callbacks of a MIDG run: the gradient-reversal schedule, validation metrics, NaN stop."""
+"""Callbacks of a MIDG run: the gradient-reversal schedule, validation metrics, NaN stop,
+and the weight average used for validation."""
 
 import math
 
@@ -107,3 +108,36 @@ class ValidationMetrics(keras.callbacks.Callback):
             scores = midg_metrics.metrics_for_family(self.family)(predictions, labels)
         for key in ("MAE", self.accuracy_key):
             logs[f"val_{key}"] = float(scores[key])
+
+
+class SelectOnEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Validates, selects and saves the optimizer's weight average; trains the raw weights.
+
+    Keras' `SwapEMAWeights` puts the moving average (`use_ema=True`) into the model for
+    each validation pass. With `swap_on_epoch` it also keeps it there from each epoch's end
+    to the next epoch's start, for `ModelCheckpoint`, but then the epoch's backup would hold
+    the average as the model's weights and a resumed run would train from it. Here the
+    average goes in at epoch end (this callback comes before the checkpoint and the
+    validation metrics) and `swap_back()`, a second callback placed before the backup,
+    puts the raw weights back, so the backup holds exactly what training holds.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+
+    def swap_back(self) -> keras.callbacks.Callback:
+        """The callback that puts the raw weights back at epoch end."""
+        parent = self
+
+        class SwapBackRawWeights(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if parent._ema_weights_in_model:
+                    parent._swap_variables()
+                    parent._ema_weights_in_model = False
+
+        return SwapBackRawWeights()

@@ -23,6 +23,7 @@ from midg_keras.models import MIDG, LateFusionBaseline
 from midg_keras.training import distribute, plots, report, runtime
 from midg_keras.training.callbacks import (
     GradientReversalSchedule,
+    SelectOnEMAWeights,
     StopOnNonFiniteLoss,
     ValidationMetrics,
 )
@@ -58,11 +59,34 @@ def build_model(config: Config, data: PreparedData, model_name=None):
     return model_class(input_dims=data.dims, strides=data.strides, name=name, **kwargs)
 
 
-def make_optimizer(config: Config):
+def learning_rate(config: Config, steps: int):
+    """`--learning_rate` as a number, or the schedule of `--lr_schedule` / `--warmup_epochs`.
+
+    Both schedules are Keras' `CosineDecay` over the `--epochs` × `steps` planned steps: a
+    linear warmup from 0 to the peak over `--warmup_epochs`, then a cosine decay to 0
+    (`cosine`) or a flat peak (`constant`: a decay to `alpha` = 1 × the peak). The step
+    counter is the optimizer's, so a resumed run continues the schedule where it stopped.
+    """
+    warmup_steps = round(config.warmup_epochs * steps)
+    if config.lr_schedule == "constant" and not warmup_steps:
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
+        decay_steps=max(1, config.epochs * steps - warmup_steps),
+        alpha=1.0 if config.lr_schedule == "constant" else 0.0,
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def make_optimizer(config: Config, steps: int):
+    """AdamW for `steps` training steps per epoch, with `--ema_momentum`'s weight average."""
     return keras.optimizers.AdamW(
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate(config, steps),
         weight_decay=config.weight_decay,
         clipnorm=config.clipnorm or None,
+        use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum or 0.99,
     )
 
 
@@ -76,7 +100,7 @@ def compiled_model(config: Config, data: PreparedData, model_name=None, strategy
     with distribute.model_scope(config, strategy):
         model = build_model(config, data, model_name)
         model.build_weights()
-        model.compile(optimizer=make_optimizer(config))
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch(config, data)))
         model.optimizer.build(model.trainable_variables)
     return model
 
@@ -123,9 +147,25 @@ def fit(model, config: Config, data: PreparedData, callbacks=(), skip_epochs=0, 
             validation_data=distribute.shard_for(data.validation, config),
             epochs=epochs,
             steps_per_epoch=steps,
-            callbacks=[*fit_callbacks(model, config, steps), *callbacks],
+            callbacks=[*fit_callbacks(model, config, steps), *_with_ema_swaps(model, callbacks)],
             **fit_kwargs,
         )
+
+
+def _with_ema_swaps(model, callbacks):
+    """`callbacks` between the two swaps of `SelectOnEMAWeights`, the backup after them,
+    when the optimizer keeps a weight average (`--ema_momentum`).
+
+    Everything between the swaps (validation, checkpoint, metrics, logs, early stopping,
+    keras-tuner's reports) sees the average; the backup and training see the raw weights.
+    """
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    if not optimizer.use_ema:
+        return list(callbacks)
+    swap = SelectOnEMAWeights()
+    backups = [c for c in callbacks if isinstance(c, ResumableBackup)]
+    others = [c for c in callbacks if not isinstance(c, ResumableBackup)]
+    return [swap, *others, swap.swap_back(), *backups]
 
 
 def train(config: Config, data: PreparedData, workdir: str, model_name=None, strategy=None) -> dict:
