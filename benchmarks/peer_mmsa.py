@@ -44,6 +44,9 @@ MMSA on CPU (worked around here, in the child process; site-packages is never ed
   tested, exactly as `MMSA_run` does after training.
 - `MMDataLoader` uses `num_workers` worker processes (MMSA_run's default 4): here 0
   (`--mult_workers`), so the peak RSS is one process's and loading runs in-process, as ours.
+- MulT's unpadded Conv1d projections (MOSI: kernel 5) refuse a modality shorter than the
+  kernel, e.g. the 1-frame audio/vision placeholders of a text-only feature file: such a
+  kernel is capped at the sequence length (`shorten_conv_kernels`, recorded in the row).
 - torch's OpenMP pool spins while it waits (OMP_WAIT_POLICY=ACTIVE behaviour); on a machine
   shared with other jobs that made MulT 6x slower and burn 7x the CPU per batch. The children
   run with OMP_WAIT_POLICY=PASSIVE (`--omp_wait_policy=default` leaves torch's default).
@@ -196,6 +199,27 @@ def timed_rate(passes, warmup_steps):
     return samples, seconds, cpu_seconds
 
 
+def shorten_conv_kernels(config, dataset):
+    """Caps MulT's Conv1d kernel of each modality at its sequence length; returns the caps.
+
+    MulT's projections are unpadded Conv1d layers (MOSI: kernel 5), so a modality stored
+    with fewer steps (e.g. the 1-frame audio/vision placeholders of a text-only file) makes
+    torch refuse the input. Such a modality carries no signal, and a kernel of its length
+    keeps every weight in use.
+    """
+    shortened = {}
+    for letter, name in (("l", "text"), ("a", "audio"), ("v", "vision")):
+        key = f"conv1d_kernel_size_{letter}"
+        features = getattr(dataset, name, None)
+        if features is None or key not in config or features.ndim != 3:
+            continue
+        length = features.shape[1]
+        if length < config[key]:
+            shortened[name] = f"{config[key]} -> {length}"
+            config[key] = length
+    return shortened
+
+
 def mult_child(args):
     os.environ.setdefault("TQDM_DISABLE", "1")
     import logging
@@ -240,6 +264,7 @@ def mult_child(args):
     setup_seed(args.seed)
     start = time.perf_counter()
     loaders = MMDataLoader(config, args.mult_workers)
+    shortened = shorten_conv_kernels(config, loaders["train"].dataset)
     model = AMIO(config).to(config["device"])
     trainer = ATIO().getTrain(config)
     timed = _TimedLoader(loaders["train"], args.epochs)
@@ -263,6 +288,7 @@ def mult_child(args):
         "wall_seconds": round(time.perf_counter() - start, 1),
         "parameters": count_parameters(model),
         "modalities": "t,a,v",
+        "conv_kernels_shortened": shortened,
         "test": {key: float(test[key]) for key in METRIC_KEYS},
         "framework": f"torch {torch.__version__}, {torch.get_num_threads()} threads",
     }

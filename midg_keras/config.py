@@ -130,6 +130,17 @@ class Config:
     )
     max_frames: int = _field(128, "Frame budget per audio/vision sequence for av_stride=auto.")
     dropout: float = _field(0.1, "Dropout rate everywhere.")
+    input_dropout: float = _field(
+        0.0,
+        "Training only: dropout on the raw input features of every modality, before its "
+        "encoder (MMSA's MulT drops its text features at 0.5 on MOSI); 0 = off.",
+    )
+    pooling: str = _field(
+        "mean",
+        "How each modality's sequence is pooled to one vector: `mean` over its real steps "
+        "(paper), or `attention` (learned weights over the steps, per modality and stream).",
+        ("mean", "attention"),
+    )
     token_dropout: float = _field(
         0.0,
         "Training only: drop each text token (word feature) with this probability before the "
@@ -375,7 +386,7 @@ class Config:
         for name in ("shift_crop", "shift_frame_drop", "shift_channel_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1) (0 = off).")
-        for name in ("token_dropout", "ema_momentum"):
+        for name in ("input_dropout", "token_dropout", "ema_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1) (0 = off).")
         if not 0.0 <= self.warmup_epochs <= self.epochs:

@@ -219,3 +219,32 @@ def test_source_domain_labels_make_a_three_way_discriminator_over_source_index()
     for stream in ("clean", "shifted"):
         accuracy = np.mean(logits[stream].argmax(-1) == inputs["source_index"])
         assert float(terms[f"domain_acc_{stream}"]) == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("model_class", [MIDG, LateFusionBaseline])
+def test_attention_pooling_has_its_own_weights_per_stream_and_survives_saving(
+    model_class, tmp_path
+):
+    import keras
+
+    kwargs = dict(input_dims=DIMS, strides={key: 1 for key in DIMS}, hidden_dim=8, num_heads=2)
+    model = model_class(pooling="attention", **kwargs)
+    model.build_weights()
+    streams = ("in", "out") if model_class is MIDG else ("in",)
+    assert sorted(model.attention_poolings) == sorted(f"{s}_{k}" for s in streams for k in DIMS)
+    mean_model = model_class(**kwargs)
+    mean_model.build_weights()
+    # One score kernel and bias per pooling, nothing else added.
+    assert len(model.trainable_weights) == len(mean_model.trainable_weights) + 2 * len(
+        model.attention_poolings
+    )
+    inputs, _ = _batch()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.pooling == "attention"
+    np.testing.assert_allclose(
+        restored(inputs, training=False)["prediction"].numpy(),
+        model(inputs, training=False)["prediction"].numpy(),
+        rtol=1e-5,
+    )

@@ -7,6 +7,7 @@ from midg_keras.layers.domain_discriminator import DomainDiscriminator
 from midg_keras.layers.gaussian_encoder import GaussianEncoder
 from midg_keras.layers.gradient_reversal import GradientReversal
 from midg_keras.layers.information_decoupling import InformationDecoupling
+from midg_keras.layers.masked_attention_pooling import MaskedAttentionPooling
 from midg_keras.layers.masked_mean_pooling import MaskedMeanPooling
 from midg_keras.layers.mixture_of_invariant_experts import MixtureOfInvariantExperts
 from midg_keras.layers.modality_encoder import ModalityEncoder
@@ -22,6 +23,7 @@ __all__ = [
     "GaussianEncoder",
     "GradientReversal",
     "InformationDecoupling",
+    "MaskedAttentionPooling",
     "MaskedMeanPooling",
     "MixtureOfInvariantExperts",
     "ModalityEncoder",

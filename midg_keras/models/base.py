@@ -31,6 +31,11 @@ class SentimentModel(keras.Model):
         encoder_layers: Transformer blocks per encoder.
         num_heads: attention heads.
         dropout: dropout rate.
+        input_dropout: in training, dropout on every modality's raw features before its
+            encoder; 0 = off.
+        pooling: how a modality's sequence becomes one vector: `mean` over its real steps,
+            or `attention` (`MaskedAttentionPooling`, learned weights per modality and
+            stream).
         token_dropout: in training, each text token is dropped (masked out) with this
             probability before the text encoder, a clip keeping at least one; 0 = off.
         reg_loss: `mse` or `l1`.
@@ -46,7 +51,9 @@ class SentimentModel(keras.Model):
         "encoder_layers",
         "num_heads",
         "dropout",
+        "input_dropout",
         "token_dropout",
+        "pooling",
         "reg_loss",
         "shift_crop",
         "shift_frame_drop",
@@ -62,7 +69,9 @@ class SentimentModel(keras.Model):
         encoder_layers=1,
         num_heads=4,
         dropout=0.1,
+        input_dropout=0.0,
         token_dropout=0.0,
+        pooling="mean",
         reg_loss="mse",
         shift_crop=0.5,
         shift_frame_drop=0.2,
@@ -79,7 +88,11 @@ class SentimentModel(keras.Model):
         self.encoder_layers = encoder_layers
         self.num_heads = num_heads
         self.dropout = dropout
+        self.input_dropout = input_dropout
         self.token_dropout = token_dropout
+        self.pooling = pooling
+        if input_dropout:
+            self.feature_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")
         self.reg_loss = reg_loss
         self.shift_crop = shift_crop
         self.shift_frame_drop = shift_frame_drop
@@ -113,7 +126,15 @@ class SentimentModel(keras.Model):
             )
             for key in self.modalities
         }
-        self.pooling = midg_layers.MaskedMeanPooling(name="masked_mean_pooling")
+        self.mean_pooling = midg_layers.MaskedMeanPooling(name="masked_mean_pooling")
+        if pooling == "attention":
+            self.attention_poolings = {
+                f"{stream}_{key}": midg_layers.MaskedAttentionPooling(
+                    name=f"attention_pooling_{stream}_{key}"
+                )
+                for stream in self.POOLED_STREAMS
+                for key in self.modalities
+            }
         # One Mean tracker per loss term, reported by fit as `<term>` and `val_<term>`.
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in self.LOSS_TERMS}
 
@@ -130,8 +151,12 @@ class SentimentModel(keras.Model):
 
     def encode(self, inputs, training=None):
         """modality key -> (sequence (B, T', d), mask (B, T'))."""
-        if training and self.token_dropout and "text" in self.input_dims:
+        if training and (self.input_dropout or self.token_dropout):
             inputs = dict(inputs)
+        if training and self.input_dropout:
+            for key in self.modalities:
+                inputs[key] = self.feature_dropout(inputs[key], training=True)
+        if training and self.token_dropout and "text" in self.input_dims:
             inputs["text"], inputs["text_mask"] = self.text_token_dropout(
                 inputs["text"], inputs["text_mask"], training=True
             )
@@ -163,9 +188,16 @@ class SentimentModel(keras.Model):
     def batch_size(self, inputs):
         return ops.shape(inputs[self.modalities[0]])[0]
 
-    def pool_concat(self, sequences, masks):
+    def pool(self, sequence, mask, key, stream="in"):
+        """One modality's `(B, T', d)` sequence of `stream` pooled to `(B, d)` (`pooling`)."""
+        if self.pooling == "attention":
+            return self.attention_poolings[f"{stream}_{key}"](sequence, mask=mask)
+        return self.mean_pooling(sequence, mask=mask)
+
+    def pool_concat(self, sequences, masks, stream="in"):
         return ops.concatenate(
-            [self.pooling(sequences[key], mask=masks[key]) for key in self.modalities], axis=-1
+            [self.pool(sequences[key], masks[key], key, stream) for key in self.modalities],
+            axis=-1,
         )
 
     def dummy_inputs(self, batch_size=2):
@@ -196,6 +228,8 @@ class SentimentModel(keras.Model):
         self.build_weights()
 
     LOSS_TERMS = ()
+    # The representation streams a model pools (each gets its own attention pooling).
+    POOLED_STREAMS = ("in",)
 
     def loss_terms(self, inputs, y, y_pred):
         raise NotImplementedError

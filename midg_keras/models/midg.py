@@ -82,6 +82,7 @@ class MIDG(SentimentModel):
         MIDG paper §1, §3-4, Eqs. 1-7 and Fig. 1; docs/design.md §4-5.
     """
 
+    POOLED_STREAMS = ("in", "out")  # I_m for the MoIE, O_m after the CM-Adapter
     LOSS_TERMS = (
         "in_loss",
         "out_loss",
@@ -258,7 +259,7 @@ class MIDG(SentimentModel):
                 sequence = self.adapters[key](
                     sequence, context, masks[key], context_mask, training=training
                 )
-            pooled.append(self.pooling(sequence, mask=masks[key]))
+            pooled.append(self.pool(sequence, masks[key], key, stream="out"))
         fused = self.out_fusion(ops.concatenate(pooled, axis=-1))
         represented["fused"] = fused
         head = self.out_head(fused, training=training)
