@@ -109,7 +109,7 @@ def ours_side(path, dataset, workdir, flagfile):
     seconds = time.perf_counter() - start
     sides = {}
     for model, folder in (("midg", workdir), ("erm", os.path.join(workdir, "baselines", "erm"))):
-        per_seed, best_epochs = {}, {}
+        per_seed = {}
         for name in sorted(os.listdir(folder)):
             if not name.startswith("seed_"):
                 continue

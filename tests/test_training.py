@@ -307,3 +307,25 @@ def test_fit_callbacks_schedule_the_models_reversal_from_the_flags(flags, epoch,
 
 class _FakeData:
     dims, strides, sources = {"text": 4}, {"text": 1}, [None]
+
+
+@pytest.mark.parametrize("reg_loss", ["l1", "mse"])
+def test_validation_loss_is_a_mean_over_clips_not_over_batches(tmp_path, reg_loss):
+    """8 validation clips in batches of 3, 3 and 2: the last batch must weigh 2/8, not 1/3."""
+    from midg_keras.data.pipeline import prepare_data
+    from midg_keras.training import trainer
+    from midg_keras.training.prediction import predict
+
+    config = Config(
+        source=f"pickle:{_pickle(tmp_path, 'mosi_unaligned')}",
+        **{**TINY, "batch_size": 3, "reg_loss": reg_loss},
+    ).validate()
+    data = prepare_data(config)
+    model = trainer.compiled_model(config, data)
+    _, labels, predictions = predict(model, data.validation)
+    assert len(labels) == 8
+    errors = predictions - labels
+    expected = np.abs(errors).mean() if reg_loss == "l1" else np.square(errors).mean()
+    scores = model.evaluate(data.validation, return_dict=True, verbose=0)
+    assert scores["prediction_loss"] == pytest.approx(expected, rel=1e-5)
+    assert scores["loss"] == pytest.approx(scores["prediction_loss"] + scores["in_loss"], rel=1e-5)

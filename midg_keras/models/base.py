@@ -243,10 +243,14 @@ class SentimentModel(keras.Model):
         The term trackers get the unscaled per-replica values (a Mean over replicas).
         """
         terms = self.loss_terms(x, y, y_pred)
+        # Weighted by the batch's rows, like Keras' own `loss`: an epoch's value is then the
+        # mean over examples, not over batches (a last, smaller batch would count as a full
+        # one and bias `val_prediction_loss`, the selection metric).
+        rows = ops.cast(ops.shape(y)[0], "float32")
         for name, value in terms.items():
             if name == "loss":
                 continue
-            self.term_trackers[name].update_state(value)
+            self.term_trackers[name].update_state(value, sample_weight=rows)
         return _scale_for_replicas(terms["loss"])
 
     def get_config(self):
