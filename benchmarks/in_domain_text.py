@@ -157,6 +157,7 @@ def mult_side(path, dataset, seeds, epochs, threads):
     return {
         "per_seed": per_seed,
         "speed": speed,
+        "threads": threads,
         "selection": f"MMSA's: lowest validation loss, at most {epochs} epochs "
         "(its early stopping may end sooner)",
         "command": "python benchmarks/peer_mmsa.py --pickle=<file> "
@@ -194,8 +195,11 @@ def markdown(dataset, payload):
         cells = []
         for key, (mean, std) in summary(side).items():
             scale = 1 if key in ("MAE", "Corr") else 100
-            cells.append(f"{mean * scale:.2f} ± {std * scale:.2f}" if scale == 100 else
-                         f"{mean:.4f} ± {std:.4f}")
+            cells.append(
+                f"{mean * scale:.2f} ± {std * scale:.2f}"
+                if scale == 100
+                else f"{mean:.4f} ± {std:.4f}"
+            )
         lines.append(f"| {title} | {len(side['per_seed'])} | " + " | ".join(cells) + " |")
     lines += ["", "Selection and commands:", ""]
     for name, title in SIDES.items():
@@ -209,7 +213,7 @@ def markdown(dataset, payload):
         rss = [s["peak_rss_mib"] for s in mult["speed"].values()]
         lines.append(
             f"- MulT training speed {statistics.fmean(rates):.1f} samples/s, peak RSS "
-            f"{max(rss):.0f} MiB (2 threads)."
+            f"{max(rss):.0f} MiB ({mult.get('threads', 2)} CPU thread(s), beside other jobs)."
         )
     lines.append(f"\nCode: commit {payload['commit']}.")
     return "\n".join(lines) + "\n"
