@@ -109,6 +109,8 @@ def ours_side(path, dataset, workdir, flagfile):
     seconds = time.perf_counter() - start
     sides = {}
     for model, folder in (("midg", workdir), ("erm", os.path.join(workdir, "baselines", "erm"))):
+        if not os.path.isdir(folder):  # the flagfile trains no ERM baseline
+            continue
         per_seed = {}
         for name in sorted(os.listdir(folder)):
             if not name.startswith("seed_"):
@@ -236,21 +238,22 @@ def main():
     for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         path = feature_file(args.features_dir, dataset)
         json_path = os.path.join(RESULTS, f"in_domain_text_{dataset}.json")
+        computed = {}
+        if "ridge" in sides:
+            computed["ridge"] = ridge_side(path, dataset)
+        if "ours" in sides:
+            flagfile = os.path.join("configs", f"{dataset}_text.flags")
+            workdir = os.path.join(args.workdir, dataset)
+            computed.update(ours_side(path, dataset, workdir, flagfile))
+        if "mult" in sides:
+            seeds = [int(s) for s in args.mult_seeds.split(",") if s.strip()]
+            computed["mult"] = mult_side(path, dataset, seeds, args.mult_epochs, args.threads)
+        # Read at the end: another side may have been written meanwhile by another run.
         payload = {"sides": {}}
         if os.path.exists(json_path):
             with open(json_path) as f:
                 payload = json.load(f)
-        if "ridge" in sides:
-            payload["sides"]["ridge"] = ridge_side(path, dataset)
-        if "ours" in sides:
-            flagfile = os.path.join("configs", f"{dataset}_text.flags")
-            workdir = os.path.join(args.workdir, dataset)
-            payload["sides"].update(ours_side(path, dataset, workdir, flagfile))
-        if "mult" in sides:
-            seeds = [int(s) for s in args.mult_seeds.split(",") if s.strip()]
-            payload["sides"]["mult"] = mult_side(
-                path, dataset, seeds, args.mult_epochs, args.threads
-            )
+        payload["sides"].update(computed)
         payload["commit"] = commit
         os.makedirs(RESULTS, exist_ok=True)
         with open(json_path, "w") as f:
