@@ -16,6 +16,10 @@ import warnings
 # errors. `TF_ENABLE_ONEDNN_OPTS` is left alone on purpose: it changes numerics, not logging.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from midg_keras.training.allocator import cap_malloc_arenas  # noqa: E402
+
+cap_malloc_arenas()  # before TensorFlow's threads exist
+
 from absl import app, flags, logging  # noqa: E402
 
 from midg_keras import flags as midg_flags  # noqa: E402

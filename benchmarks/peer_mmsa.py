@@ -300,6 +300,9 @@ def mult_child(args):
 
 def midg_child(args):
     sys.path.insert(0, REPO)
+    from midg_keras.training.allocator import cap_malloc_arenas
+
+    cap_malloc_arenas()  # as train.py does, before TensorFlow starts
     import keras
     import numpy as np
     import tensorflow as tf

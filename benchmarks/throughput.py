@@ -94,6 +94,10 @@ def main():
     parser.add_argument("--child", default="")
     args = parser.parse_args()
     if args.child:
+        sys.path.insert(0, REPO)
+        from midg_keras.training.allocator import cap_malloc_arenas
+
+        cap_malloc_arenas()  # as train.py does, before TensorFlow starts
         result = measure(
             args.child,
             args.samples,
