@@ -2,9 +2,10 @@
 
 glibc gives threads that allocate at the same time separate arenas, up to 8 per core, and
 memory freed in one arena is not reused by another. TensorFlow's thread pools spread a
-training step's buffers over many of them. Two arenas measured 2022 and 2040 MiB peak RSS
-for MIDG on MOSI-unaligned shapes at batch 32 instead of 2118 and 2123, at the same speed
-(`benchmarks/throughput.py`, docs/design.md §8). Import this module without TensorFlow:
+training step's buffers over many of them. For MIDG on MOSI-unaligned shapes at batch 32
+(`benchmarks/throughput.py`, docs/design.md §8) the peak RSS was 2118-2123 MiB with glibc's
+default, 2022-2070 with two arenas and 2019-2030 with one, at the same speed (125.7 samples/s
+with one on a quiet machine, 123.0 with two). Import this module without TensorFlow:
 it must run before TensorFlow starts its threads.
 """
 
@@ -13,7 +14,7 @@ import ctypes.util
 import os
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
-ARENAS = 2
+ARENAS = 1
 
 
 def cap_malloc_arenas(arenas: int = ARENAS) -> bool:
