@@ -26,13 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.dg import common as dg_common  # noqa: E402  (run train.py, read its runs)
 from midg_keras import metrics as midg_metrics  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results")
@@ -90,41 +90,29 @@ def ridge_side(path, dataset):
 
 def ours_side(path, dataset, workdir, flagfile):
     """Runs `train.py` with the dataset's flagfile; per-seed test metrics of MIDG and ERM."""
-    command = [
-        sys.executable,
-        "train.py",
+    args = [
         f"--flagfile={flagfile}",
         f"--source=pickle:{path}@{dataset}",
         f"--workdir={workdir}",
         "--verbose=0",
         "--overwrite",
     ]
-    print("$ " + " ".join(command), flush=True)
-    start = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "train.log"), "w") as log:
-        done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise SystemExit(f"train.py failed; see {workdir}/train.log")
-    seconds = time.perf_counter() - start
+    seconds = dg_common.run_train(args, os.path.join(workdir, "train.log"), REPO)
     sides = {}
-    for model, folder in (("midg", workdir), ("erm", os.path.join(workdir, "baselines", "erm"))):
-        if not os.path.isdir(folder):  # the flagfile trains no ERM baseline
+    for model in ("midg", "erm"):
+        runs = dg_common.per_seed_metrics(dg_common.model_dir(workdir, model, "midg"))
+        if not runs:  # the flagfile trains no ERM baseline
             continue
         per_seed = {}
-        for name in sorted(os.listdir(folder)):
-            if not name.startswith("seed_"):
-                continue
-            with open(os.path.join(folder, name, "metrics.json")) as f:
-                metrics = json.load(f)
-            seed = name.split("_", 1)[1]
-            per_seed[seed] = {k: metrics["test"][k] for k in KEYS}
-            per_seed[seed]["valid_Non0_acc_2"] = metrics["valid"]["Non0_acc_2"]
-            per_seed[seed]["valid_MAE"] = metrics["valid"]["MAE"]
+        for seed, metrics in runs.items():
+            per_seed[str(seed)] = {k: metrics["test"][k] for k in KEYS}
+            per_seed[str(seed)]["valid_Non0_acc_2"] = metrics["valid"]["Non0_acc_2"]
+            per_seed[str(seed)]["valid_MAE"] = metrics["valid"]["MAE"]
         sides[model] = {
             "per_seed": per_seed,
             "selection": "lowest validation prediction loss over the epochs (train.py)",
-            "command": " ".join(["python", *command[1:]]),
+            "command": " ".join(["python", "train.py", *args]),
             "seconds": round(seconds, 1),
         }
     return sides
@@ -170,13 +158,7 @@ def mult_side(path, dataset, seeds, epochs, threads):
 def summary(side):
     """{key: (mean, population std)} over the side's seeds."""
     rows = list(side["per_seed"].values())
-    return {
-        key: (
-            statistics.fmean(r[key] for r in rows),
-            statistics.pstdev([r[key] for r in rows]) if len(rows) > 1 else 0.0,
-        )
-        for key in KEYS
-    }
+    return {key: dg_common.mean_std(r[key] for r in rows) for key in KEYS}
 
 
 def markdown(dataset, payload):
@@ -232,9 +214,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     sides = {s.strip() for s in args.sides.split(",") if s.strip()}
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commit = dg_common.git_commit_of(REPO)
     for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         path = feature_file(args.features_dir, dataset)
         json_path = os.path.join(RESULTS, f"in_domain_text_{dataset}.json")
