@@ -184,3 +184,18 @@ def test_shuffle_buffer_zero_keeps_the_file_order(tmp_path):
     data = prepare_data(Config(source=f"pickle:{path}", batch_size=5, shuffle_buffer=0))
     raw = make_fake_mmsa("mosi_unaligned", sizes=(24, 2, 2))["train"]["regression_labels"]
     assert _epoch_labels(data.train) == pytest.approx(list(raw / 3.0))
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 64], ids=["file_order", "shuffled_in_place"])
+def test_every_batched_split_runs_without_the_autotuner(tmp_path, shuffle_buffer):
+    # With the autotuner on, TF 2.21 blocks each iterator deletion (end of every epoch,
+    # validation pass and fit) until the autotuner's sleep ends: up to 60 s idle.
+    path = _pickle(tmp_path, "mosi_unaligned")
+    data = prepare_data(
+        Config(source=f"pickle:{path}", batch_size=4, shuffle_buffer=shuffle_buffer)
+    )
+    datasets = {"train": data.train, "new_train": data.new_train(), "validation": data.validation}
+    datasets.update({f"test{i}": test for i, test in enumerate(data.tests)})
+    for name, dataset in datasets.items():
+        assert dataset.options().autotune.enabled is False, name
+        assert next(iter(dataset))[1].shape[0] == 4, name

@@ -24,6 +24,8 @@ from midg_keras.data.sources import Source, load_source, parse_sources
 CACHE_BYTES = 2 << 30
 # The shuffle buffer of TFDS sources holds copies of examples: at most this many bytes.
 SHUFFLE_BUFFER_BYTES = 1 << 30
+# Batches prepared ahead of the model (the autotuner is off, see `batch`).
+PREFETCH_BATCHES = 2
 
 
 @dataclasses.dataclass
@@ -259,10 +261,19 @@ def model_examples(
 
 
 def batch(examples, batch_size, *, shuffle_buffer=0, seed=None):
-    """Shuffles (when `shuffle_buffer` > 0) and pads to the longest sequence of each batch."""
+    """Shuffles (when `shuffle_buffer` > 0) and pads to the longest sequence of each batch.
+
+    tf.data's autotuner is off: on TF 2.21, deleting an iterator waits for the autotuner's
+    thread to finish its current sleep, which grows with the iterator's age (up to 60 s), and
+    Keras deletes one at the end of every epoch, validation pass and `fit` (docs/design.md
+    §11). The pipeline is a Python generator, a cheap map and padding: a fixed prefetch of
+    two batches keeps the model fed.
+    """
     if shuffle_buffer:
         examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return examples.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return examples.padded_batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def _fit_last_dim(features, dim):
