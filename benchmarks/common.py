@@ -51,10 +51,24 @@ def mosi_unaligned_data(directory, samples, batch_size, av_length=0, **flags):
 
 
 def timed_fit(model, train, steps, warmup_steps=3, callbacks=()):
-    """(seconds of a warm-up fit that traces the step, seconds of `steps` timed steps)."""
+    """Seconds of a warm-up fit that traces the step, of a fit of `steps` timed steps, and of
+    that fit's teardown: from its last step to its return.
+
+    The timed figure is the whole `fit`, as a user waits for it; the teardown says how much
+    of it was not training (tf.data's autotuner once held it for up to 38 s of idle; design
+    §11). A teardown above a second is worth a look.
+    """
+    import keras
+
+    class LastStepEnd(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.time = time.perf_counter()
+
+    last_step = LastStepEnd()
     start = time.perf_counter()
     model.fit(train, epochs=1, steps_per_epoch=warmup_steps, verbose=0)
     warmup = time.perf_counter() - start
     start = time.perf_counter()
-    model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=list(callbacks))
-    return warmup, time.perf_counter() - start
+    model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[*callbacks, last_step])
+    end = time.perf_counter()
+    return warmup, end - start, end - last_step.time

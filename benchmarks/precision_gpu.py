@@ -57,7 +57,7 @@ def measure(policy, samples, batch_size, steps, hidden_dim):
         model = trainer.compiled_model(config, data)
         train = data.train.repeat()
         last_loss = LastLoss()
-        warmup, seconds = common.timed_fit(
+        warmup, seconds, _ = common.timed_fit(
             model, train, steps, warmup_steps=5, callbacks=[last_loss]
         )
         gpus = tf.config.list_physical_devices("GPU")

@@ -58,7 +58,7 @@ def measure(
         model = trainer.build_model(config, data)
         model.compile(optimizer=trainer.make_optimizer(config, steps))
         train = data.train.repeat()
-        warmup, seconds = common.timed_fit(model, train, steps)
+        warmup, seconds, teardown = common.timed_fit(model, train, steps)
     return {
         "config": name,
         "model": model_name,
@@ -72,6 +72,7 @@ def measure(
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "samples_per_second": round(steps * batch_size / seconds, 1),
         "first_fit_seconds_incl_tracing": round(warmup, 1),
+        "fit_teardown_seconds": round(teardown, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -130,13 +131,13 @@ def main():
         os.makedirs(os.path.dirname(args.results), exist_ok=True)
         with open(args.results, "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
-    print("| config | strides | samples/s | peak RSS MiB | first fit s (tracing) |")
-    print("|---|---|---:|---:|---:|")
+    print("| config | strides | samples/s | peak RSS MiB | first fit s (tracing) | teardown s |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         strides = ", ".join(f"{k} {v}" for k, v in r["strides"].items())
         print(
             f"| {r['config']} | {strides} | {r['samples_per_second']} | {r['peak_rss_mib']} | "
-            f"{r['first_fit_seconds_incl_tracing']} |"
+            f"{r['first_fit_seconds_incl_tracing']} | {r['fit_teardown_seconds']} |"
         )
 
 
