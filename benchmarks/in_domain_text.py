@@ -14,7 +14,8 @@ real CMU-MOSI / CMU-MOSEI transcripts (MMSA's splits). For each dataset, three s
     python benchmarks/in_domain_text.py --datasets=mosei --sides=ridge,ours
     python benchmarks/in_domain_text.py --datasets=mosei --sides=mult --mult_seeds=1111,1112
 
-Sides not run are read from the dataset's previous JSON, so a slow side can run alone.
+Sides not run are read from the dataset's previous JSON, so a slow side can run alone; MulT
+seeds run later with the same command are added to the recorded ones.
 Writes benchmarks/results/in_domain_text_<dataset>.{json,md}.
 """
 
@@ -118,7 +119,7 @@ def ours_side(path, dataset, workdir, flagfile):
     return sides
 
 
-def mult_side(path, dataset, seeds, epochs, threads):
+def mult_side(path, dataset, seeds, epochs, threads, commit):
     """MulT once per seed through peer_mmsa.py; per-seed test metrics, speed and memory."""
     per_seed, speed = {}, {}
     for seed in seeds:
@@ -143,6 +144,7 @@ def mult_side(path, dataset, seeds, epochs, threads):
             "epochs": row["epochs"],
             "samples_per_second": row["samples_per_second"],
             "peak_rss_mib": row["peak_rss_mib"],
+            "commit": commit,
         }
     return {
         "per_seed": per_seed,
@@ -197,10 +199,27 @@ def markdown(dataset, payload):
         rss = [s["peak_rss_mib"] for s in mult["speed"].values()]
         lines.append(
             f"- MulT training speed {statistics.fmean(rates):.1f} samples/s, peak RSS "
-            f"{max(rss):.0f} MiB ({mult.get('threads', 2)} CPU thread(s), beside other jobs)."
+            f"{max(rss):.0f} MiB ({mult.get('threads', 2)} CPU thread(s))."
         )
+        commits = {}
+        for seed, entry in sorted(mult["speed"].items()):
+            commits.setdefault(entry.get("commit", "?"), []).append(seed)
+        runs = "; ".join(f"seeds {', '.join(seeds)} at {c}" for c, seeds in commits.items())
+        lines.append(f"- MulT runs: {runs}.")
     lines.append(f"\nCode: commit {payload['commit']}.")
     return "\n".join(lines) + "\n"
+
+
+def _add_mult_seeds(payload, computed):
+    """MulT seeds run later with the same command join the recorded ones (16 min a seed on
+    MOSEI); each seed keeps the commit it ran at."""
+    new, recorded = computed.get("mult"), payload["sides"].get("mult")
+    if not new or not recorded or recorded["command"] != new["command"]:
+        return
+    for entry in recorded["speed"].values():
+        entry.setdefault("commit", payload.get("commit", "?"))
+    new["per_seed"] = {**recorded["per_seed"], **new["per_seed"]}
+    new["speed"] = {**recorded["speed"], **new["speed"]}
 
 
 def main():
@@ -227,12 +246,15 @@ def main():
             computed.update(ours_side(path, dataset, workdir, flagfile))
         if "mult" in sides:
             seeds = [int(s) for s in args.mult_seeds.split(",") if s.strip()]
-            computed["mult"] = mult_side(path, dataset, seeds, args.mult_epochs, args.threads)
+            computed["mult"] = mult_side(
+                path, dataset, seeds, args.mult_epochs, args.threads, commit
+            )
         # Read at the end: another side may have been written meanwhile by another run.
         payload = {"sides": {}}
         if os.path.exists(json_path):
             with open(json_path) as f:
                 payload = json.load(f)
+        _add_mult_seeds(payload, computed)
         payload["sides"].update(computed)
         payload["commit"] = commit
         os.makedirs(RESULTS, exist_ok=True)
