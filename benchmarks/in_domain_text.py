@@ -211,7 +211,7 @@ def markdown(dataset, payload):
 
 
 def _add_mult_seeds(payload, computed):
-    """MulT seeds run later with the same command join the recorded ones (16 min a seed on
+    """MulT seeds run later with the same command join the recorded ones (16-36 min a seed on
     MOSEI); each seed keeps the commit it ran at."""
     new, recorded = computed.get("mult"), payload["sides"].get("mult")
     if not new or not recorded or recorded["command"] != new["command"]:
