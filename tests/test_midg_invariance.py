@@ -1,5 +1,7 @@
 """MIDG's simulated out-of-domain stream: training only, and its invariance reaches ŷ2."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -229,7 +231,11 @@ def test_attention_pooling_has_its_own_weights_per_stream_and_survives_saving(
 
     kwargs = dict(input_dims=DIMS, strides={key: 1 for key in DIMS}, hidden_dim=8, num_heads=2)
     model = model_class(pooling="attention", **kwargs)
-    model.build_weights()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.build_weights()
+    # Every sublayer is built by the first call (no unused mean pooling left unbuilt).
+    assert not [w for w in caught if "unbuilt state" in str(w.message)]
     streams = ("in", "out") if model_class is MIDG else ("in",)
     assert sorted(model.attention_poolings) == sorted(f"{s}_{k}" for s in streams for k in DIMS)
     mean_model = model_class(**kwargs)
@@ -248,3 +254,8 @@ def test_attention_pooling_has_its_own_weights_per_stream_and_survives_saving(
         model(inputs, training=False)["prediction"].numpy(),
         rtol=1e-5,
     )
+
+
+def test_an_unknown_pooling_is_refused_when_the_model_is_made():
+    with pytest.raises(ValueError, match="pooling must be `mean` or `attention`, got 'max'"):
+        LateFusionBaseline(input_dims=DIMS, strides={key: 1 for key in DIMS}, pooling="max")

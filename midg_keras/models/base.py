@@ -90,6 +90,8 @@ class SentimentModel(keras.Model):
         self.dropout = dropout
         self.input_dropout = input_dropout
         self.token_dropout = token_dropout
+        if pooling not in ("mean", "attention"):
+            raise ValueError(f"pooling must be `mean` or `attention`, got {pooling!r}.")
         self.pooling = pooling
         if input_dropout:
             self.feature_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")
@@ -126,8 +128,11 @@ class SentimentModel(keras.Model):
             )
             for key in self.modalities
         }
-        self.mean_pooling = midg_layers.MaskedMeanPooling(name="masked_mean_pooling")
-        if pooling == "attention":
+        # Only the pooling in use is created: Keras warns that a model whose sublayer
+        # stays unbuilt after its first call "has unbuilt state".
+        if pooling == "mean":
+            self.mean_pooling = midg_layers.MaskedMeanPooling(name="masked_mean_pooling")
+        else:
             self.attention_poolings = {
                 f"{stream}_{key}": midg_layers.MaskedAttentionPooling(
                     name=f"attention_pooling_{stream}_{key}"
