@@ -80,7 +80,7 @@ def markdown(rows, args, trials):
         score = scores.get(row["candidate"])
         lines.append(
             f"| {row['candidate']} | {'' if score is None else f'{score:.4f}'} | "
-            f"{row['loss_mean']:.4f} ± {row['loss_std']:.4f} | "
+            f"{row['loss_mean']:.5f} ± {row['loss_std']:.5f} | "
             f"{100 * acc[0]:.2f} ± {100 * acc[1]:.2f} | {mae[0]:.4f} ± {mae[1]:.4f} | "
             f"{corr[0]:.3f} |"
         )
