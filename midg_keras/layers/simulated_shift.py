@@ -74,6 +74,10 @@ class SimulatedShift(keras.layers.Layer):
         self.stats = stats
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Built at once, as Keras' Dropout: its only state, the seed, does not depend on
+        # the input shape. A model whose forward pass skips it (token dropout outside
+        # training) then has no unbuilt sublayer for Keras to warn about.
+        self.built = True
 
     @property
     def active(self):
