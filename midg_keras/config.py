@@ -13,7 +13,7 @@ flags (`--seeds`, `--modalities`, `--baselines`) are parsed once, by `validate()
 import dataclasses
 import json
 
-from midg_keras.constants import MODALITY_LETTERS
+from midg_keras.constants import CONSISTENCY_MODES, MODALITY_LETTERS, POOLINGS
 
 
 def _field(default, help_text, choices=None):
@@ -139,7 +139,7 @@ class Config:
         "mean",
         "How each modality's sequence is pooled to one vector: `mean` over its real steps "
         "(paper), or `attention` (learned weights over the steps, per modality and stream).",
-        ("mean", "attention"),
+        POOLINGS,
     )
     token_dropout: float = _field(
         0.0,
@@ -207,7 +207,7 @@ class Config:
         "Consistency penalty: `pairwise` (pull both predictions together), `to_shifted` (pull "
         "the clean prediction to the shifted one, held constant) or `vrex` (squared "
         "difference of the two risks).",
-        ("pairwise", "to_shifted", "vrex"),
+        CONSISTENCY_MODES,
     )
     grl_max: float = _field(
         1.0,

@@ -21,6 +21,11 @@ LABEL_SCALE = {"mosi": 3.0, "mosei": 3.0, "sims": 1.0}
 # Label family of each TFDS builder; the synthetic data follows MOSI's scale and metrics.
 BUILDER_FAMILY = {"mosi": "mosi", "mosei": "mosei", "sims": "sims", "synthetic": "mosi"}
 
+# How a modality's sequence is pooled (`--pooling`) and the consistency penalties
+# (`--consistency`): the flags' choices and what the models accept.
+POOLINGS = ("mean", "attention")
+CONSISTENCY_MODES = ("pairwise", "to_shifted", "vrex")
+
 # The best model of a run (lowest SELECTION_METRIC), in its workdir.
 MODEL_FILE = "model.keras"
 # Model selection and early stopping: the regression loss of the served prediction on the

@@ -12,7 +12,7 @@ from keras import ops
 
 from midg_keras import layers as midg_layers
 from midg_keras import losses as midg_losses
-from midg_keras.constants import MODALITY_KEYS
+from midg_keras.constants import MODALITY_KEYS, POOLINGS
 
 
 class SentimentModel(keras.Model):
@@ -90,8 +90,9 @@ class SentimentModel(keras.Model):
         self.dropout = dropout
         self.input_dropout = input_dropout
         self.token_dropout = token_dropout
-        if pooling not in ("mean", "attention"):
-            raise ValueError(f"pooling must be `mean` or `attention`, got {pooling!r}.")
+        if pooling not in POOLINGS:
+            names = " or ".join(f"`{name}`" for name in POOLINGS)
+            raise ValueError(f"pooling must be {names}, got {pooling!r}.")
         self.pooling = pooling
         if input_dropout:
             self.feature_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")

@@ -5,9 +5,8 @@ from keras import ops
 
 from midg_keras import layers as midg_layers
 from midg_keras import losses as midg_losses
+from midg_keras.constants import CONSISTENCY_MODES
 from midg_keras.models.base import SentimentModel
-
-CONSISTENCY_MODES = ("pairwise", "to_shifted", "vrex")
 
 
 @keras.saving.register_keras_serializable(package="midg")
