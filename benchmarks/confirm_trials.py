@@ -21,8 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.dg import common as dg_common  # noqa: E402  (run train.py, read its runs)
-
-OBJECTIVE = "val_prediction_loss"
+from midg_keras.constants import SELECTION_METRIC as OBJECTIVE  # noqa: E402  (the search's)
 
 
 def top_trials(trials_csv, top):
@@ -37,20 +36,17 @@ def top_trials(trials_csv, top):
     ]
 
 
-def best_validation_losses(run_dir):
-    """seed -> lowest `val_prediction_loss` over the epochs of each seed's history.csv."""
-    losses = {}
-    for seed in dg_common.per_seed_metrics(run_dir):
-        seed_dir = os.path.join(run_dir, f"seed_{seed}") if seed else run_dir
-        with open(os.path.join(seed_dir, "history.csv")) as f:
-            losses[seed] = min(float(row[OBJECTIVE]) for row in csv.DictReader(f))
-    return losses
+def best_validation_loss(run_dir, seed):
+    """Lowest `val_prediction_loss` over the epochs of one seed's history.csv."""
+    seed_dir = os.path.join(run_dir, f"seed_{seed}") if seed else run_dir
+    with open(os.path.join(seed_dir, "history.csv")) as f:
+        return min(float(row[OBJECTIVE]) for row in csv.DictReader(f))
 
 
 def validation_row(name, run_dir):
     """One candidate's validation summary over its seeds."""
-    losses = best_validation_losses(run_dir)
     valid = {seed: m["valid"] for seed, m in dg_common.per_seed_metrics(run_dir).items()}
+    losses = {seed: best_validation_loss(run_dir, seed) for seed in valid}
     row = {"candidate": name, "seeds": sorted(losses)}
     row["loss_mean"], row["loss_std"] = dg_common.mean_std(list(losses.values()))
     for key in ("Non0_acc_2", "MAE", "Corr"):
