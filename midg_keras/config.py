@@ -13,7 +13,12 @@ flags (`--seeds`, `--modalities`, `--baselines`) are parsed once, by `validate()
 import dataclasses
 import json
 
-from midg_keras.constants import CONSISTENCY_MODES, MODALITY_LETTERS, POOLINGS
+from midg_keras.constants import (
+    CONSISTENCY_MODES,
+    MODALITY_LETTERS,
+    POOLINGS,
+    PREDICTION_HEADS,
+)
 
 
 def _field(default, help_text, choices=None):
@@ -221,6 +226,23 @@ class Config:
         "`l1` (what MMSA's MulT trains with; it optimizes MAE directly).",
         ("mse", "l1"),
     )
+    prediction_head: str = _field(
+        "regression",
+        "What each score head predicts: `regression`, one number trained with --reg_loss, or "
+        "`distribution`, softmax probabilities over --head_bins bins of the label scale trained "
+        "towards a Gaussian around the label (--label_sigma) and read out by their median "
+        "(docs/design.md §4.6). --reg_loss stays the selection loss either way.",
+        PREDICTION_HEADS,
+    )
+    head_bins: int = _field(
+        61,
+        "Bins of a distribution head over the common label scale [-1, 1] (61: every 0.1 on MOSI's [-3, 3]).",
+    )
+    label_sigma: float = _field(
+        0.083,
+        "Spread of a distribution head's Gaussian target on the common scale [-1, 1] "
+        "(0.083: a quarter point on MOSI's [-3, 3]).",
+    )
     inference_path: str = _field(
         "out",
         "Prediction used for evaluation and serving (paper §4.3: out).",
@@ -396,6 +418,10 @@ class Config:
         for name in ("shift_stats", "adv_weight", "consistency_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0 (0 = off).")
+        if self.head_bins < 2:
+            raise ConfigError(f"--head_bins={self.head_bins}: must be >= 2.")
+        if self.label_sigma <= 0:
+            raise ConfigError(f"--label_sigma={self.label_sigma}: must be > 0.")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
             raise ConfigError("--alpha and --beta must be >= 0 and not both 0.")
         for item in self.manual_dirs.split(","):

@@ -25,6 +25,8 @@ BUILDER_FAMILY = {"mosi": "mosi", "mosei": "mosei", "sims": "sims", "synthetic":
 # (`--consistency`): the flags' choices and what the models accept.
 POOLINGS = ("mean", "attention")
 CONSISTENCY_MODES = ("pairwise", "to_shifted", "vrex")
+# What a score head predicts (`--prediction_head`): one number, or a distribution over bins.
+PREDICTION_HEADS = ("regression", "distribution")
 
 # The best model of a run (lowest SELECTION_METRIC), in its workdir.
 MODEL_FILE = "model.keras"

@@ -146,6 +146,30 @@ def regression_loss(y_true, y_pred, kind="mse"):
     raise ValueError(f"regression_loss: kind must be 'mse' or 'l1', got {kind!r}.")
 
 
+def label_distribution_loss(y_true, logits, centers, sigma):
+    """KL(soft target || softmax(logits)) of a distribution head, mean over the batch.
+
+    The soft target of a label y puts mass exp(-(c - y)^2 / (2 sigma^2)) on each bin
+    center c, normalized: neighbouring scores share the credit, so a label of 1.4 teaches
+    the bins at 1.3 and 1.5 too (label distribution learning, Gao et al. 2017). It is 0
+    when the predicted distribution equals the target.
+
+    Args:
+        y_true: `(batch,)` or `(batch, 1)` labels on the common scale.
+        logits: `(batch, bins)`.
+        centers: `(bins,)` bin centers.
+        sigma: the target's spread, in label units (> 0).
+
+    Returns:
+        float32 scalar.
+    """
+    y_true = ops.reshape(_float32(y_true), (-1, 1))
+    distance = (_float32(centers)[None, :] - y_true) / sigma
+    log_target = ops.log_softmax(-0.5 * ops.square(distance), axis=-1)
+    log_predicted = ops.log_softmax(_float32(logits), axis=-1)
+    return ops.mean(ops.sum(ops.exp(log_target) * (log_target - log_predicted), axis=-1))
+
+
 def domain_bce_with_logits(domain_labels, logits):
     """Domain classification loss of the discriminator (paper Eq. 4).
 

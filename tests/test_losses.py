@@ -66,6 +66,24 @@ def test_regression_loss_flattens_before_comparing():
         losses.regression_loss(y_true, y_pred, kind="huber")
 
 
+def test_label_distribution_loss_is_zero_at_the_target_and_positive_elsewhere():
+    centers = np.linspace(-1, 1, 21).astype("float32")
+    y = np.array([-0.37, 0.0, 0.9], "float32")
+    log_target = -0.5 * ((centers[None, :] - y[:, None]) / 0.1) ** 2
+    assert float(losses.label_distribution_loss(y, log_target, centers, 0.1)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    shifted = np.roll(log_target, 2, axis=-1)
+    assert float(losses.label_distribution_loss(y, shifted, centers, 0.1)) > 0.1
+    # The KL to the target, computed directly.
+    logits = np.random.default_rng(0).normal(size=(3, 21)).astype("float32")
+    target = np.exp(log_target) / np.exp(log_target).sum(-1, keepdims=True)
+    predicted = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = np.mean(np.sum(target * (np.log(target + 1e-30) - np.log(predicted)), -1))
+    actual = float(losses.label_distribution_loss(y[:, None], logits, centers, 0.1))
+    assert actual == pytest.approx(expected, rel=1e-4)
+
+
 def test_domain_bce_binary_and_multiclass():
     logits = np.array([[0.0], [2.0], [-1.0]], "float32")
     labels = np.array([1, 0, 0])

@@ -7,6 +7,7 @@ from midg_keras.layers.domain_discriminator import DomainDiscriminator
 from midg_keras.layers.gaussian_encoder import GaussianEncoder
 from midg_keras.layers.gradient_reversal import GradientReversal
 from midg_keras.layers.information_decoupling import InformationDecoupling
+from midg_keras.layers.label_distribution_readout import LabelDistributionReadout
 from midg_keras.layers.masked_attention_pooling import MaskedAttentionPooling
 from midg_keras.layers.masked_mean_pooling import MaskedMeanPooling
 from midg_keras.layers.mixture_of_invariant_experts import MixtureOfInvariantExperts
@@ -23,6 +24,7 @@ __all__ = [
     "GaussianEncoder",
     "GradientReversal",
     "InformationDecoupling",
+    "LabelDistributionReadout",
     "MaskedAttentionPooling",
     "MaskedMeanPooling",
     "MixtureOfInvariantExperts",

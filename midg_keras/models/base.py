@@ -12,7 +12,8 @@ from keras import ops
 
 from midg_keras import layers as midg_layers
 from midg_keras import losses as midg_losses
-from midg_keras.constants import MODALITY_KEYS, POOLINGS
+from midg_keras.constants import MODALITY_KEYS, POOLINGS, PREDICTION_HEADS
+from midg_keras.layers.label_distribution_readout import bin_centers
 
 
 class SentimentModel(keras.Model):
@@ -38,7 +39,13 @@ class SentimentModel(keras.Model):
             stream).
         token_dropout: in training, each text token is dropped (masked out) with this
             probability before the text encoder, a clip keeping at least one; 0 = off.
-        reg_loss: `mse` or `l1`.
+        reg_loss: `mse` or `l1`: the training loss of a regression head, and for every head
+            the selection loss (`prediction_loss`).
+        prediction_head: `regression` (one number per score head) or `distribution`
+            (logits over `head_bins` bins of the common label scale, trained with
+            `label_distribution_loss` and read out by `LabelDistributionReadout`).
+        head_bins: bins of a distribution head.
+        label_sigma: spread of a distribution head's Gaussian target (common scale).
         shift_crop, shift_frame_drop, shift_channel_drop, shift_stats: strengths of the
             simulated out-of-domain inputs (`SimulatedShift`), drawn in training only.
         simulate_shift: whether training also feeds the simulated out-of-domain inputs
@@ -55,6 +62,9 @@ class SentimentModel(keras.Model):
         "token_dropout",
         "pooling",
         "reg_loss",
+        "prediction_head",
+        "head_bins",
+        "label_sigma",
         "shift_crop",
         "shift_frame_drop",
         "shift_channel_drop",
@@ -73,6 +83,9 @@ class SentimentModel(keras.Model):
         token_dropout=0.0,
         pooling="mean",
         reg_loss="mse",
+        prediction_head="regression",
+        head_bins=61,
+        label_sigma=0.083,
         shift_crop=0.5,
         shift_frame_drop=0.2,
         shift_channel_drop=0.2,
@@ -97,6 +110,16 @@ class SentimentModel(keras.Model):
         if input_dropout:
             self.feature_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")
         self.reg_loss = reg_loss
+        if prediction_head not in PREDICTION_HEADS:
+            names = " or ".join(f"`{name}`" for name in PREDICTION_HEADS)
+            raise ValueError(f"prediction_head must be {names}, got {prediction_head!r}.")
+        self.prediction_head = prediction_head
+        self.head_bins = head_bins
+        self.label_sigma = label_sigma
+        if prediction_head == "distribution":
+            self.distribution_readout = midg_layers.LabelDistributionReadout(
+                head_bins, name="label_distribution_readout"
+            )
         self.shift_crop = shift_crop
         self.shift_frame_drop = shift_frame_drop
         self.shift_channel_drop = shift_channel_drop
@@ -144,16 +167,49 @@ class SentimentModel(keras.Model):
         # One Mean tracker per loss term, reported by fit as `<term>` and `val_<term>`.
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in self.LOSS_TERMS}
 
-    def mlp(self, units, name):
-        """Dense -> ReLU -> Dropout -> Dense; a 1-unit head outputs float32."""
+    def mlp(self, units, name, float32_output=False):
+        """Dense -> ReLU -> Dropout -> Dense (in float32 for a score head)."""
         return keras.Sequential(
             [
                 keras.layers.Dense(self.hidden_dim, activation="relu"),
                 keras.layers.Dropout(self.dropout),
-                keras.layers.Dense(units, dtype="float32" if units == 1 else None),
+                keras.layers.Dense(units, dtype="float32" if float32_output else None),
             ],
             name=name,
         )
+
+    def score_head(self, name):
+        """An MLP to a score: 1 output, or `head_bins` logits for a distribution head."""
+        units = self.head_bins if self.prediction_head == "distribution" else 1
+        return self.mlp(units, name=name, float32_output=True)
+
+    def read_score(self, head_output):
+        """`(scores (B,), logits (B, bins) or None)` of a score head's output."""
+        head_output = ops.cast(head_output, "float32")
+        if self.prediction_head == "distribution":
+            return self.distribution_readout(head_output), head_output
+        return ops.squeeze(head_output, -1), None
+
+    def score_loss(self, y, y_pred, key):
+        """Training loss of the score `y_pred[key]` (its logits: `y_pred[key + "_logits"]`).
+
+        A regression head is trained on the score itself with `reg_loss`; a distribution
+        head on its logits, towards the label's Gaussian soft target.
+        """
+        if self.prediction_head == "distribution":
+            return midg_losses.label_distribution_loss(
+                y,
+                y_pred[f"{key}_logits"],
+                bin_centers(self.head_bins),
+                self.label_sigma,
+            )
+        return midg_losses.regression_loss(y, y_pred[key], kind=self.reg_loss)
+
+    @staticmethod
+    def with_logits(outputs, key, logits, rows=slice(None)):
+        """Adds `key + "_logits"` to `outputs` for a distribution head (`logits` not None)."""
+        if logits is not None:
+            outputs[f"{key}_logits"] = logits[rows]
 
     def encode(self, inputs, training=None):
         """modality key -> (sequence (B, T', d), mask (B, T'))."""
@@ -300,29 +356,38 @@ class LateFusionBaseline(SentimentModel):
 
     def __init__(self, input_dims, strides, **kwargs):
         super().__init__(input_dims, strides, **kwargs)
-        self.head = self.mlp(1, name="late_fusion_head")
+        self.head = self.score_head(name="late_fusion_head")
 
     def call(self, inputs, training=None):
         if not (training and self.simulate_shift):
-            return {"prediction": self.predict_score(inputs, training)}
+            scores, logits = self.predict_score(inputs, training)
+            outputs = {"prediction": scores}
+            self.with_logits(outputs, "prediction", logits)
+            return outputs
         clean_rows = self.batch_size(inputs)
-        scores = self.predict_score(self.with_simulated_inputs(inputs), training)
-        return {"prediction": scores[:clean_rows], "prediction_shifted": scores[clean_rows:]}
+        scores, logits = self.predict_score(self.with_simulated_inputs(inputs), training)
+        outputs = {"prediction": scores[:clean_rows], "prediction_shifted": scores[clean_rows:]}
+        self.with_logits(outputs, "prediction", logits, slice(None, clean_rows))
+        self.with_logits(outputs, "prediction_shifted", logits, slice(clean_rows, None))
+        return outputs
 
     def predict_score(self, inputs, training):
         encoded = self.encode(inputs, training=training)
         pooled = self.pool_concat(
             {k: seq for k, (seq, _) in encoded.items()}, {k: m for k, (_, m) in encoded.items()}
         )
-        return ops.squeeze(ops.cast(self.head(pooled, training=training), "float32"), -1)
+        return self.read_score(self.head(pooled, training=training))
 
     def loss_terms(self, inputs, y, y_pred):
         y = ops.cast(y, "float32")
-        loss = midg_losses.regression_loss(y, y_pred["prediction"], kind=self.reg_loss)
-        terms = {"loss": loss, "prediction_loss": loss, "shifted_loss": ops.zeros((), "float32")}
+        loss = self.score_loss(y, y_pred, "prediction")
+        prediction_loss = midg_losses.regression_loss(y, y_pred["prediction"], kind=self.reg_loss)
+        terms = {
+            "loss": loss,
+            "prediction_loss": prediction_loss,
+            "shifted_loss": ops.zeros((), "float32"),
+        }
         if "prediction_shifted" in y_pred:
-            shifted = midg_losses.regression_loss(
-                y, y_pred["prediction_shifted"], kind=self.reg_loss
-            )
+            shifted = self.score_loss(y, y_pred, "prediction_shifted")
             terms.update(loss=0.5 * (loss + shifted), shifted_loss=shifted)
         return terms

@@ -38,7 +38,9 @@ class MIDG(SentimentModel):
 
     L = α·L_in + β·L_out + adv_weight·L_domain + consistency_weight·L_cons + γ·L_DIS
     + router aux, with L_in = reg(y, ŷ1), L_out = (reg(y, ŷ2) + reg(y, ŷ2_shifted)) / 2
-    (Eq. 7 plus the decoupling, invariance and load-balance terms). At inference there is
+    (Eq. 7 plus the decoupling, invariance and load-balance terms); with
+    `prediction_head="distribution"` reg is the label-distribution loss of each score's
+    logits (docs/design.md §4.6). At inference there is
     no shift: predictions come from ŷ2 (`inference_path="out"`), ŷ1 (`"in"`) or their α/β
     blend (`"blend"`).
 
@@ -175,7 +177,7 @@ class MIDG(SentimentModel):
             )
         else:
             self.fusion = self.mlp(hidden_dim, name="concat_fusion")
-        self.in_head = self.mlp(1, name="in_domain_head")
+        self.in_head = self.score_head(name="in_domain_head")
         self.gradient_reversal = midg_layers.GradientReversal(name="gradient_reversal")
         self.discriminator = midg_layers.DomainDiscriminator(
             hidden_dim, num_domains=num_domains, dropout=dropout, name="discriminator"
@@ -190,7 +192,7 @@ class MIDG(SentimentModel):
                 for key in self.modalities
             }
         self.out_fusion = keras.layers.Dense(hidden_dim, name="out_fusion")
-        self.out_head = self.mlp(1, name="out_of_domain_head")
+        self.out_head = self.score_head(name="out_of_domain_head")
 
     def call(self, inputs, training=None):
         # In training the clean rows are followed by their simulated out-of-domain
@@ -211,8 +213,13 @@ class MIDG(SentimentModel):
             "decoupling_loss": ops.broadcast_to(represented["decoupling_loss"], (clean_rows,)),
             "router_loss": ops.broadcast_to(represented["router_loss"], (clean_rows,)),
         }
+        self.with_logits(outputs, "y_in", represented["y_in_logits"])
+        self.with_logits(outputs, "y_out", represented["y_out_logits"], slice(None, clean_rows))
         if training:
             outputs["y_out_shifted"] = represented["y_out"][clean_rows:]
+            self.with_logits(
+                outputs, "y_out_shifted", represented["y_out_logits"], slice(clean_rows, None)
+            )
             logits = self.discriminator(
                 self.gradient_reversal(represented["fused"]), training=training
             )
@@ -242,11 +249,12 @@ class MIDG(SentimentModel):
         invariant, router_loss = self.fuse_in_domain(
             self.pool_concat(in_streams, masks)[:clean_rows], training
         )
-        head = self.in_head(invariant, training=training)
+        y_in, y_in_logits = self.read_score(self.in_head(invariant, training=training))
         represented = {
             "decoupling_loss": decoupling_loss,
             "router_loss": router_loss,
-            "y_in": ops.squeeze(ops.cast(head, "float32"), -1),
+            "y_in": y_in,
+            "y_in_logits": y_in_logits,
         }
         pooled = []
         for key in self.modalities:
@@ -261,8 +269,9 @@ class MIDG(SentimentModel):
             pooled.append(self.pool(sequence, masks[key], key, stream="out"))
         fused = self.out_fusion(ops.concatenate(pooled, axis=-1))
         represented["fused"] = fused
-        head = self.out_head(fused, training=training)
-        represented["y_out"] = ops.squeeze(ops.cast(head, "float32"), -1)
+        represented["y_out"], represented["y_out_logits"] = self.read_score(
+            self.out_head(fused, training=training)
+        )
         return represented
 
     def decouple_rows(self, key, sequence, mask, clean_rows, training):
@@ -294,23 +303,20 @@ class MIDG(SentimentModel):
     def loss_terms(self, inputs, y, y_pred):
         """The terms of L (Eqs. 4, 6, 7; docs/design.md §5); shift terms are 0 when evaluating."""
         y = ops.cast(y, "float32")
-        regression = lambda prediction: midg_losses.regression_loss(  # noqa: E731
-            y, prediction, kind=self.reg_loss
-        )
-        regression_in = regression(y_pred["y_in"])
-        regression_out = regression(y_pred["y_out"])
+        in_loss = self.score_loss(y, y_pred, "y_in")
+        clean_out_loss = self.score_loss(y, y_pred, "y_out")
         zero = ops.zeros((), "float32")
         shifted_loss = domain_loss = consistency = acc_clean = acc_shifted = zero
-        out_loss = regression_out
+        out_loss = clean_out_loss
         if "y_out_shifted" in y_pred:  # training: the simulated out-of-domain stream
-            shifted_loss = regression(y_pred["y_out_shifted"])
-            out_loss = 0.5 * (regression_out + shifted_loss)
+            shifted_loss = self.score_loss(y, y_pred, "y_out_shifted")
+            out_loss = 0.5 * (clean_out_loss + shifted_loss)
             domain_loss, acc_clean, acc_shifted = self.domain_terms(inputs, y_pred)
-            consistency = self.consistency_penalty(y_pred, regression_out, shifted_loss)
+            consistency = self.consistency_penalty(y_pred, clean_out_loss, shifted_loss)
         decoupling = ops.mean(y_pred["decoupling_loss"])
         router = ops.mean(y_pred["router_loss"])
         total = (
-            self.alpha * regression_in
+            self.alpha * in_loss
             + self.beta * out_loss
             + self.adv_weight * domain_loss
             + self.consistency_weight * consistency
@@ -319,7 +325,7 @@ class MIDG(SentimentModel):
         )
         return {
             "loss": total,
-            "in_loss": regression_in,
+            "in_loss": in_loss,
             "out_loss": out_loss,
             "shifted_loss": shifted_loss,
             "domain_loss": domain_loss,
@@ -328,7 +334,9 @@ class MIDG(SentimentModel):
             "consistency_loss": consistency,
             "decoupling_loss": decoupling,
             "router_loss": router,
-            "prediction_loss": regression(y_pred["prediction"]),
+            "prediction_loss": midg_losses.regression_loss(
+                y, y_pred["prediction"], kind=self.reg_loss
+            ),
         }
 
     def domain_terms(self, inputs, y_pred):
