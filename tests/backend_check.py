@@ -153,6 +153,14 @@ def check_forward():
     pooled = run(midg_layers.MaskedMeanPooling(), sequence, mask=_mask([LENGTH, 0], LENGTH))
     _check(np.all(_numpy(pooled)[1] == 0.0), "pooling of an empty row must be 0")
 
+    # Bins at -1, 0, 1 with masses 0.2, 0.2, 0.6: the median lies 1/6 into the last bin.
+    logits = np.log(np.array([[0.2, 0.2, 0.6], [0.6, 0.2, 0.2]], "float32"))
+    readout = midg_layers.LabelDistributionReadout(3)
+    scores = _numpy(run(readout, logits))
+    _check(np.allclose(scores, [2 / 3, -2 / 3], atol=1e-5), f"median readout: {scores}")
+    slopes = gradient(lambda x: readout(x), logits)
+    _check(np.all(np.abs(slopes).sum(axis=1) > 0), "the median readout needs a gradient")
+
     fused = rng.normal(size=(BATCH, 3 * HIDDEN)).astype("float32")
     for top_k in (0, 2):
         gates, aux_loss = run(midg_layers.Router(4, HIDDEN, top_k=top_k), fused)
