@@ -30,10 +30,16 @@ TINY = dict(hidden_dim=16, num_heads=2, num_experts=2)
 INPUT_NAMES = ("text", "audio", "vision", "text_length", "audio_length", "vision_length")
 
 
-def save_run(workdir, dims, config, seed=0):
+def save_run(workdir, dims, config, seed=0, **model_kwargs):
     """A run directory as training leaves it: `model.keras` and `config.json`."""
     keras.utils.set_random_seed(seed)
-    model = MIDG(input_dims=dims, strides={k: STRIDES[k] for k in dims}, **TINY, name="midg")
+    model = MIDG(
+        input_dims=dims,
+        strides={k: STRIDES[k] for k in dims},
+        **TINY,
+        **model_kwargs,
+        name="midg",
+    )
     model.build_weights()
     os.makedirs(workdir, exist_ok=True)
     model.save(os.path.join(workdir, "model.keras"))
@@ -255,6 +261,19 @@ def test_recorded_label_family_wins_over_the_flags():
 def test_unknown_builder_has_no_family():
     with pytest.raises(DataError, match="--target: unknown source 'imdb/plain_text'"):
         target_family(json.loads(Config(target="imdb/plain_text").to_json()))
+
+
+def test_a_distribution_head_serves_its_median_score(tmp_path):
+    workdir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
+    config = Config(source="pickle:/data/mosi.pkl@mosi", prediction_head="distribution", **TINY)
+    model = save_run(workdir, DIMS, config, prediction_head="distribution", head_bins=21)
+    path = export_workdir(Config(workdir=workdir, export_dir=export_dir), log=lambda _: None)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    batch = serving_batch(seed=4)
+    outputs = serve(**{name: tf.constant(value) for name, value in batch.items()})
+    np.testing.assert_allclose(
+        outputs["sentiment"].numpy() / 3.0, keras_y_out(model, batch), rtol=0, atol=1e-5
+    )
 
 
 def test_mixed_precision_subset_model_serves_float32_and_ignores_unused_inputs(tmp_path):
