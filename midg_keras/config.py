@@ -236,7 +236,8 @@ class Config:
     )
     head_bins: int = _field(
         61,
-        "Bins of a distribution head over the common label scale [-1, 1] (61: every 0.1 on MOSI's [-3, 3]).",
+        "Bins of a distribution head over the common label scale [-1, 1] (61: every 0.1 on "
+        "MOSI's [-3, 3]).",
     )
     label_sigma: float = _field(
         0.083,

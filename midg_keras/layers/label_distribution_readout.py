@@ -65,8 +65,11 @@ class LabelDistributionReadout(keras.layers.Layer):
         before = ops.take_along_axis(cumulative, index, axis=-1)[:, 0] - mass
         fraction = ops.clip((0.5 - before) / ops.maximum(mass, 1e-12), 0.0, 1.0)
         width = (self.high - self.low) / (self.num_bins - 1)
-        centers = ops.take(bin_centers(self.num_bins, self.low, self.high), index[:, 0])
-        return centers - width / 2 + width * fraction
+        return ops.take(self.centers(), index[:, 0]) - width / 2 + width * fraction
+
+    def centers(self):
+        """`(num_bins,)` float32 bin centers: what a distribution loss must target."""
+        return bin_centers(self.num_bins, self.low, self.high)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],)

@@ -13,7 +13,6 @@ from keras import ops
 from midg_keras import layers as midg_layers
 from midg_keras import losses as midg_losses
 from midg_keras.constants import MODALITY_KEYS, POOLINGS, PREDICTION_HEADS
-from midg_keras.layers.label_distribution_readout import bin_centers
 
 
 class SentimentModel(keras.Model):
@@ -103,17 +102,11 @@ class SentimentModel(keras.Model):
         self.dropout = dropout
         self.input_dropout = input_dropout
         self.token_dropout = token_dropout
-        if pooling not in POOLINGS:
-            names = " or ".join(f"`{name}`" for name in POOLINGS)
-            raise ValueError(f"pooling must be {names}, got {pooling!r}.")
-        self.pooling = pooling
+        self.pooling = _checked_choice("pooling", pooling, POOLINGS)
         if input_dropout:
             self.feature_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")
         self.reg_loss = reg_loss
-        if prediction_head not in PREDICTION_HEADS:
-            names = " or ".join(f"`{name}`" for name in PREDICTION_HEADS)
-            raise ValueError(f"prediction_head must be {names}, got {prediction_head!r}.")
-        self.prediction_head = prediction_head
+        self.prediction_head = _checked_choice("prediction_head", prediction_head, PREDICTION_HEADS)
         self.head_bins = head_bins
         self.label_sigma = label_sigma
         if prediction_head == "distribution":
@@ -198,12 +191,13 @@ class SentimentModel(keras.Model):
         """
         if self.prediction_head == "distribution":
             return midg_losses.label_distribution_loss(
-                y,
-                y_pred[f"{key}_logits"],
-                bin_centers(self.head_bins),
-                self.label_sigma,
+                y, y_pred[f"{key}_logits"], self.distribution_readout.centers(), self.label_sigma
             )
         return midg_losses.regression_loss(y, y_pred[key], kind=self.reg_loss)
+
+    def selection_loss(self, y, y_pred):
+        """`prediction_loss`: `reg_loss` of the served score, whatever the head trains on."""
+        return midg_losses.regression_loss(y, y_pred["prediction"], kind=self.reg_loss)
 
     @staticmethod
     def with_logits(outputs, key, logits, rows=slice(None)):
@@ -324,6 +318,14 @@ class SentimentModel(keras.Model):
         return config
 
 
+def _checked_choice(name, value, choices):
+    """`value` if it is one of `choices`; otherwise a ValueError naming them."""
+    if value not in choices:
+        names = " or ".join(f"`{choice}`" for choice in choices)
+        raise ValueError(f"{name} must be {names}, got {value!r}.")
+    return value
+
+
 def _scale_for_replicas(loss):
     """`loss` divided by the replicas of the current tf.distribute strategy (TF only)."""
     if keras.backend.backend() != "tensorflow":
@@ -381,10 +383,9 @@ class LateFusionBaseline(SentimentModel):
     def loss_terms(self, inputs, y, y_pred):
         y = ops.cast(y, "float32")
         loss = self.score_loss(y, y_pred, "prediction")
-        prediction_loss = midg_losses.regression_loss(y, y_pred["prediction"], kind=self.reg_loss)
         terms = {
             "loss": loss,
-            "prediction_loss": prediction_loss,
+            "prediction_loss": self.selection_loss(y, y_pred),
             "shifted_loss": ops.zeros((), "float32"),
         }
         if "prediction_shifted" in y_pred:

@@ -334,9 +334,7 @@ class MIDG(SentimentModel):
             "consistency_loss": consistency,
             "decoupling_loss": decoupling,
             "router_loss": router,
-            "prediction_loss": midg_losses.regression_loss(
-                y, y_pred["prediction"], kind=self.reg_loss
-            ),
+            "prediction_loss": self.selection_loss(y, y_pred),
         }
 
     def domain_terms(self, inputs, y_pred):
